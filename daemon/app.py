@@ -1,0 +1,78 @@
+"""build(config) -> App: everything the daemon and the CLI work with, made in one place."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from daemon.clock import Clock, SystemClock
+from daemon.config import Config
+from daemon.mailbox import Folder, Mailbox
+from daemon.render import Renderer
+from daemon.transport import Transport
+from models.db import open_database
+
+
+@dataclass
+class App:
+    config: Config
+    clock: Clock
+    db: peewee.Database
+    renderer: Renderer
+    stop: threading.Event = field(default_factory=threading.Event)
+    _mailbox: Any = None
+    _transport: Any = None
+
+    @property
+    def mailbox(self) -> Mailbox:
+        """Opened on first use, so `requests list` never touches the mail server."""
+        if self._mailbox is None:
+            self._mailbox = make_mailbox(self.config)
+        return self._mailbox  # type: ignore[no-any-return]
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = make_transport(self.config)
+        return self._transport  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._mailbox is not None:
+            self._mailbox.close()
+        self.db.close()
+
+
+def build(config: Config, *, clock: Clock | None = None) -> App:
+    db = open_database(config.database.url)
+    return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address))
+
+
+def folder_names(config: Config) -> dict[Folder, str]:
+    mb = config.mailbox
+    return {Folder.processed: mb.processed_folder, Folder.rejected: mb.rejected_folder,
+            Folder.quarantine: mb.quarantine_folder}
+
+
+def make_mailbox(config: Config) -> Mailbox:
+    mb = config.mailbox
+    if mb.backend == "imap":
+        from daemon.imap import ImapMailbox
+        from models.cursor import DbCursor
+
+        return ImapMailbox(mb, DbCursor(f"{mb.username}@{mb.host}:{mb.effective_port}/{mb.folder}"))
+    from daemon.maildir import MaildirMailbox
+
+    return MaildirMailbox(mb.path, folder_names(config), max_message_size=mb.max_message_size)
+
+
+def make_transport(config: Config) -> Transport:
+    if config.smtp.backend == "smtp":
+        from daemon.smtp import SmtpTransport
+
+        return SmtpTransport(config.smtp)
+    from daemon.maildir import MaildirTransport
+
+    return MaildirTransport(config.smtp.path)

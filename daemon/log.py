@@ -1,0 +1,108 @@
+"""Structured log events for admins who tail the log (DESIGN §7).
+
+`event("request.confirmed", ref="SA-000042", partner="p@x")` writes
+`2026-11-24T10:00:00Z INFO request.confirmed ref=SA-000042 partner=p@x`,
+or the same as one JSON object per line. Keys that name secrets are masked
+here, whoever passes them, so a token or password never reaches the log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sys
+from typing import Any
+
+LOGGER_NAME = "smartacct"
+_logger = logging.getLogger(LOGGER_NAME)
+
+_SECRET_KEYS = re.compile(r"pass|token|secret", re.IGNORECASE)
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event: a dotted noun.past_tense name, then key=value pairs."""
+    if _logger.isEnabledFor(level):
+        _logger.log(level, name, extra={"fields": fields})
+
+
+def warning(name: str, **fields: Any) -> None:
+    event(name, logging.WARNING, **fields)
+
+
+def error(name: str, **fields: Any) -> None:
+    event(name, logging.ERROR, **fields)
+
+
+def _clean(key: str, value: Any) -> str:
+    if _SECRET_KEYS.search(key):
+        return "***"
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = _CONTROL.sub(" ", "" if value is None else str(value))
+    return text[:500]
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_timestamp(record), record.levelname, record.getMessage()]
+        for key, value in getattr(record, "fields", {}).items():
+            text = _clean(key, value)
+            if not text or _NEEDS_QUOTES.search(text):
+                text = json.dumps(text, ensure_ascii=False)
+            parts.append(f"{key}={text}")
+        if record.exc_info:
+            parts.append("exception=" + json.dumps(self.formatException(record.exc_info)[-2000:], ensure_ascii=False))
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        obj = {"time": _timestamp(record), "level": record.levelname, "event": record.getMessage()}
+        for key, value in getattr(record, "fields", {}).items():
+            obj[key] = _clean(key, value)
+        if record.exc_info:
+            obj["exception"] = self.formatException(record.exc_info)[-2000:]
+        return json.dumps(obj, ensure_ascii=False)
+
+
+class ReopeningFileHandler(logging.FileHandler):
+    """A file handler that logrotate can move away: reopen() on SIGHUP starts a new file."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+def reopen() -> None:
+    """After logrotate moved the file away (SIGHUP): write to a fresh one."""
+    for handler in _logger.handlers:
+        if isinstance(handler, ReopeningFileHandler):
+            handler.reopen()
+    event("log.reopened")
+
+
+def setup(level: str = "INFO", fmt: str = "text", file: str = "") -> logging.Handler:
+    """Route smartacct's events to stderr or a file; called once by the CLI."""
+    handler: logging.Handler = ReopeningFileHandler(file, encoding="utf-8") if file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    for old in list(_logger.handlers):
+        _logger.removeHandler(old)
+        old.close()
+    _logger.addHandler(handler)
+    _logger.setLevel(level)
+    _logger.propagate = False
+    return handler

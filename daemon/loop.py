@@ -1,0 +1,107 @@
+"""The daemon's main loop: ingest, due checks, drain the outbox, then wait for mail (DESIGN §6).
+
+The one broad `except` per message lives in `ingest_waiting`: it rolls back (the
+transaction already did), counts the attempt and quarantines after max_attempts,
+so one bad message never stops the others.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from typing import TYPE_CHECKING, Any
+
+import peewee
+import schedule
+
+from daemon import checks, ingest, log, outbox
+from daemon.errors import MailboxError
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+MAX_BACKOFF = 60.0
+
+
+def run(app: App, *, once: bool = False) -> None:
+    scheduler = schedule.Scheduler()
+    scheduler.every(app.config.workflow.check_interval.total_seconds()).seconds.do(checks.run_checks, app)
+    restore = _stop_on_signals(app.stop)
+    log.event("daemon.started", once=once, mailbox=app.config.mailbox.backend, smtp=app.config.smtp.backend)
+    failures = 0
+    try:
+        checks.run_checks(app)   # catch up after downtime before anything else
+        while not app.stop.is_set():
+            try:
+                ingest_waiting(app)
+                scheduler.run_pending()
+                outbox.drain(app)
+                failures = 0
+            except (MailboxError, peewee.OperationalError, peewee.InterfaceError) as exc:
+                # The server or the database is away: wait, then try again; nothing is lost meanwhile.
+                failures += 1
+                delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
+                log.error("loop.failed", error=f"{type(exc).__name__}: {exc}", retry_in=f"{delay:.1f}s")
+                app.stop.wait(delay)
+                continue
+            if once:
+                break
+            app.mailbox.wait(_wait_seconds(app, scheduler), app.stop)
+    finally:
+        restore()
+        log.event("daemon.stopped")
+
+
+def ingest_waiting(app: App) -> int:
+    """Handle every waiting message; a failing one is retried, then quarantined."""
+    handled = 0
+    for item in app.mailbox.fetch():
+        if app.stop.is_set():
+            break
+        for _ in range(app.config.mailbox.max_attempts):
+            try:
+                folder = ingest.handle(app, item)
+            except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
+                raise  # the world is broken, not the message: the loop backs off
+            except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine
+                folder = ingest.record_failure(app, item, exc)
+                if folder is None:
+                    continue
+            app.mailbox.file(item.key, folder)
+            log.event("message.filed", key=item.key, folder=folder.value)
+            handled += 1
+            break
+    return handled
+
+
+def _wait_seconds(app: App, scheduler: schedule.Scheduler) -> float:
+    wait = app.config.mailbox.poll_interval.total_seconds()
+    if scheduler.idle_seconds is not None:
+        wait = min(wait, max(0.0, scheduler.idle_seconds))
+    next_mail = outbox.next_due(app)
+    if next_mail is not None:
+        wait = min(wait, max(0.0, (next_mail - app.clock.now()).total_seconds()))
+    return max(wait, 0.05)
+
+
+def _stop_on_signals(stop: threading.Event) -> Any:
+    """SIGTERM/SIGINT finish the message in hand, then stop; SIGHUP reopens the log file."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_stop(signum: int, frame: Any) -> None:
+        log.event("daemon.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    def on_hup(signum: int, frame: Any) -> None:
+        log.reopen()
+
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
+                                                 (signal.SIGHUP, on_hup))}
+
+    def restore() -> None:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return restore
+

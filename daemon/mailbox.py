@@ -1,0 +1,40 @@
+"""Where incoming mail waits: the Mailbox protocol and the Maildir backend (DESIGN §5).
+
+A message leaves the inbox only through `file()`, which the ingest path calls after
+the message's effects are committed (DESIGN §4, nothing lost).
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+
+class Folder(enum.Enum):
+    processed = "processed"
+    rejected = "rejected"
+    quarantine = "quarantine"
+
+
+@dataclass(frozen=True)
+class InboxMessage:
+    key: str          # stable while the message waits: a Maildir file name, or "UIDVALIDITY:UID"
+    raw: bytes        # the whole message; only its header when `truncated`
+    size: int         # the full size in bytes
+    truncated: bool = False   # over max_message_size: not downloaded whole
+
+
+class Mailbox(Protocol):
+    def fetch(self) -> Iterator[InboxMessage]:
+        """Every message waiting in the inbox, oldest first, fetched in batches."""
+
+    def file(self, key: str, folder: Folder) -> None:
+        """Move a handled message out of the inbox into `folder` (created when missing)."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Block until new mail may be waiting, `timeout` seconds pass, or `stop` is set."""
+
+    def close(self) -> None:
+        """Release connections; safe to call twice."""

@@ -1,0 +1,146 @@
+"""The embedded default: a Maildir read as the inbox, a Maildir written as the outbox (DESIGN §5).
+
+Filing is one rename into a Maildir++ subfolder (`.Processed/cur/`), so a message is
+always in exactly one place. An outgoing email's file name derives from its fixed
+Message-ID, so writing it again after a crash replaces it instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from daemon.errors import MailboxError
+from daemon.mailbox import Folder, InboxMessage
+
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+def ensure_maildir(path: Path) -> None:
+    for sub in _SUBDIRS:
+        (path / sub).mkdir(parents=True, exist_ok=True)
+
+
+class MaildirMailbox:
+    """Reads `path/new` and `path/cur`; files into `.Processed`, `.Rejected`, `.Quarantine`."""
+
+    def __init__(self, path: Path, folders: dict[Folder, str], *, max_message_size: int) -> None:
+        self.path = path
+        self.max_message_size = max_message_size
+        self._folders = {folder: path / f".{name}" for folder, name in folders.items()}
+        self._where: dict[str, Path] = {}
+        self.last_contact = time.monotonic()
+        try:
+            ensure_maildir(path)
+            for folder_path in self._folders.values():
+                ensure_maildir(folder_path)
+                (folder_path / "maildirfolder").touch(exist_ok=True)
+        except OSError as exc:
+            raise MailboxError(f"cannot create Maildir {path}: {exc.strerror}") from exc
+
+    def fetch(self) -> Iterator[InboxMessage]:
+        for entry in self._waiting():
+            try:
+                size = entry.stat().st_size
+                with open(entry.path, "rb") as fh:
+                    truncated = size > self.max_message_size
+                    raw = _read_header(fh) if truncated else fh.read()
+            except FileNotFoundError:
+                continue  # filed meanwhile by another process
+            except OSError as exc:
+                raise MailboxError(f"cannot read {entry.path}: {exc.strerror}") from exc
+            self._where[entry.name] = Path(entry.path)
+            yield InboxMessage(key=entry.name, raw=raw, size=size, truncated=truncated)
+
+    def _waiting(self) -> list[os.DirEntry[str]]:
+        entries: list[os.DirEntry[str]] = []
+        for sub in ("new", "cur"):
+            try:
+                with os.scandir(self.path / sub) as it:
+                    entries.extend(e for e in it if e.is_file() and not e.name.startswith("."))
+            except OSError as exc:
+                raise MailboxError(f"cannot list {self.path / sub}: {exc.strerror}") from exc
+        self.last_contact = time.monotonic()
+        # Maildir names start with the delivery time: name order is arrival order.
+        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
+        return entries
+
+    def file(self, key: str, folder: Folder) -> None:
+        source = self._where.pop(key, None) or self._locate(key)
+        base = key.split(":2,")[0]
+        target = self._folders[folder] / "cur" / f"{base}:2,S"
+        try:
+            os.rename(source, target)
+        except FileNotFoundError:
+            if target.exists():
+                return  # already filed (a retry after a crash between rename and bookkeeping)
+            raise MailboxError(f"message {key} vanished from the inbox") from None
+        except OSError as exc:
+            raise MailboxError(f"cannot file {key} into {folder.value}: {exc.strerror}") from exc
+
+    def _locate(self, key: str) -> Path:
+        for sub in ("new", "cur"):
+            candidate = self.path / sub / key
+            if candidate.exists():
+                return candidate
+        return self.path / "cur" / key
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Maildir has no IDLE: watch the directories' change times, cheaply, several times a second."""
+        deadline = time.monotonic() + timeout
+        before = self._stamp()
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stamp() != before:
+                return
+            stop.wait(min(0.2, left))
+
+    def _stamp(self) -> tuple[int, int]:
+        try:
+            return (os.stat(self.path / "new").st_mtime_ns, os.stat(self.path / "cur").st_mtime_ns)
+        except OSError:
+            return (0, 0)
+
+    def close(self) -> None:
+        self._where.clear()
+
+
+def _read_header(fh: object) -> bytes:
+    """Up to the blank line that ends the header, at most 256 KiB."""
+    lines = []
+    total = 0
+    for line in fh:  # type: ignore[attr-defined]
+        lines.append(line)
+        total += len(line)
+        if line in (b"\n", b"\r\n") or total > 262_144:
+            break
+    return b"".join(lines)
+
+
+class MaildirTransport:
+    """Every outgoing email becomes one file in `path/new/`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._host = socket.gethostname().replace("/", "_").replace(":", "_")
+        ensure_maildir(path)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["MaildirTransport"]:
+        yield self
+
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], message_id: str) -> None:
+        name = f"{hashlib.sha256(message_id.encode()).hexdigest()[:24]}.{self._host}"
+        tmp = self.path / "tmp" / name
+        envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n".encode()
+        with open(tmp, "wb") as fh:
+            fh.write(envelope + raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / "new" / name)

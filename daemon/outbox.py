@@ -1,0 +1,131 @@
+"""The outbox sender: due rows go out over one transport session; each row ends sent, retried or failed.
+
+A row's bytes and Message-ID were fixed when it was queued, so a resend after a crash
+is recognisably the same email (DESIGN §4). The retry decision is a pure function.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from daemon import log
+from daemon.effects import Effects
+from daemon.errors import DeliveryError, PermanentFailure, TemporaryFailure
+from daemon.workflow import Mail
+from models.outbox import OutboxRow, OutboxState
+from models.request import Request
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+BATCH = 200
+BACKOFF_BASE = dt.timedelta(seconds=5)
+BACKOFF_CAP = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Retry:
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    reason: str
+
+
+def after_temporary_failure(attempts: int, created_at: dt.datetime, now: dt.datetime,
+                            give_up_after: dt.timedelta) -> Retry | GiveUp:
+    """Exponential backoff from 5 s, capped at 5 min; failed once the row is older than give_up_after."""
+    if now - created_at >= give_up_after:
+        return GiveUp(f"still failing after {give_up_after}")
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * (2 ** max(0, attempts - 1)))
+    return Retry(now + delay)
+
+
+@dataclass
+class DrainResult:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def drain(app: App) -> DrainResult:
+    """Send every due row; stop early when the server is unreachable (the rest would fail alike)."""
+    result = DrainResult()
+    sender = app.renderer.from_addr
+    while not app.stop.is_set():
+        now = app.clock.now()
+        rows = list(OutboxRow.select()
+                    .where((OutboxRow.state == OutboxState.queued.value) & (OutboxRow.next_try_at <= now))
+                    .order_by(OutboxRow.next_try_at, OutboxRow.id).limit(BATCH))
+        if not rows:
+            return result
+        with app.transport.session() as session:
+            for row in rows:
+                if app.stop.is_set():
+                    return result
+                try:
+                    session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
+                except TemporaryFailure as exc:
+                    _temporary(app, row, exc, result)
+                    if exc.code is None:  # network trouble: the next rows would only fail too
+                        return result
+                except PermanentFailure as exc:
+                    _permanent(app, row, exc, result)
+                else:
+                    _sent(app, row, result)
+    return result
+
+
+def _sent(app: App, row: OutboxRow, result: DrainResult) -> None:
+    now = app.clock.now()
+    OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
+                     last_error=None).where(OutboxRow.id == row.id).execute()
+    result.sent += 1
+    log.event("email.sent", ref=_ref(row), kind=row.kind, to=row.recipient, outbox=row.id)
+
+
+def _temporary(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
+    now = app.clock.now()
+    attempts = row.attempts + 1
+    decision = after_temporary_failure(attempts, row.created_at, now, app.config.smtp.give_up_after)
+    if isinstance(decision, GiveUp):
+        _fail(app, row, f"{exc} ({decision.reason})", result)
+        return
+    OutboxRow.update(attempts=attempts, next_try_at=decision.at, last_error=str(exc)[:1000]) \
+        .where(OutboxRow.id == row.id).execute()
+    result.retried += 1
+    log.warning("email.deferred", ref=_ref(row), kind=row.kind, to=row.recipient, attempts=attempts,
+                retry_at=decision.at, error=str(exc))
+
+
+def _permanent(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
+    _fail(app, row, str(exc), result)
+    req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
+    if req is not None and row.recipient.lower() == req.customer_email.lower() and row.kind != "delivery_failed":
+        fx = Effects(app.renderer, app.clock.now())
+        with app.db.atomic():
+            fx.event(req, "email.refused", kind=row.kind, recipient=row.recipient, error=str(exc)[:200])
+            fx.send(Mail("delivery_failed", req.partner_email,
+                         extra={"failed_recipient": row.recipient, "error": str(exc)[:300]}), req)
+        fx.log("partner.told", ref=req.ref, about="delivery_failed", to=req.partner_email)
+        fx.flush_log()
+
+
+def _fail(app: App, row: OutboxRow, error: str, result: DrainResult) -> None:
+    OutboxRow.update(state=OutboxState.failed.value, attempts=OutboxRow.attempts + 1, last_error=error[:1000]) \
+        .where(OutboxRow.id == row.id).execute()
+    result.failed += 1
+    log.error("email.failed", ref=_ref(row), kind=row.kind, to=row.recipient, error=error)
+
+
+def _ref(row: OutboxRow) -> str | None:
+    return f"SA-{row.request_id:06d}" if row.request_id else None
+
+
+def next_due(app: App) -> dt.datetime | None:
+    row = (OutboxRow.select(OutboxRow.next_try_at).where(OutboxRow.state == OutboxState.queued.value)
+           .order_by(OutboxRow.next_try_at).first())
+    return row.next_try_at if row else None

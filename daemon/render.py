@@ -1,0 +1,287 @@
+"""Every outgoing email, rendered from templates/ into finished bytes (DESIGN §1, §3).
+
+One Jinja2 Environment per Renderer: templates are compiled once, on first use,
+and cached (STYLE §4.6). Values are data, never templates. Anything that reaches
+a header is forced onto one line first, so no form value can add a header.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.resources
+import re
+import unicodedata
+from dataclasses import dataclass
+from email import policy
+from email.header import Header
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from importlib.resources.abc import Traversable
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import idna
+import jinja2
+
+KINDS = (
+    "review",
+    "rejection",
+    "help",
+    "request_complete",
+    "activation",
+    "activation_confirmation",
+    "welcome",
+    "user_notice",
+    "declined",
+    "cancelled_customer",
+    "cancelled_partner",
+    "reminder",
+    "expired_customer",
+    "expired_partner",
+    "lapsed",
+    "status",
+    "late_reply",
+    "delivery_failed",
+)
+
+AUTO_SUBMITTED = ("auto-replied", "auto-generated")   # RFC 3834; never "no"
+
+_MONTHS = {
+    "en": ("January", "February", "March", "April", "May", "June", "July",
+           "August", "September", "October", "November", "December"),
+    "de": ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli",
+           "August", "September", "Oktober", "November", "Dezember"),
+}
+_DATE_FORMAT = {"en": "{day} {month} {year}", "de": "{day}. {month} {year}"}
+LANGUAGES = tuple(_MONTHS)
+
+_BARE_ADDRESS = re.compile(r'[^\s<>(),;:@"\[\]\\]+@[^\s<>(),;:@"\[\]\\]+')
+_MESSAGE_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")        # printable ASCII without < > and space
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_REFERENCES = 20                                       # RFC 5322 §3.6.4 allows trimming
+_MAX_SUBJECT = 200
+
+
+@dataclass(frozen=True)
+class Email:
+    to: tuple[str, ...]     # bare addresses, for the SMTP envelope
+    subject: str
+    message_id: str         # without angle brackets
+    raw: bytes              # the finished message, CRLF line ends, ready for SMTP
+
+
+def one_line(value: str) -> str:
+    """Control and line-break characters become spaces, runs collapse: a value can never start a header."""
+    cleaned = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in value
+    )
+    return " ".join(cleaned.split())
+
+
+def bare_address(value: str) -> str:
+    """One bare addr-spec, the domain as IDNA A-label; ValueError for anything else (lists, names, CR/LF)."""
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("address contains control characters")
+    value = value.strip()
+    if not _BARE_ADDRESS.fullmatch(value):
+        raise ValueError("not a single bare email address")
+    local, _, domain = value.rpartition("@")
+    if not domain.isascii():
+        domain = idna.encode(domain, uts46=True).decode("ascii")   # idna.IDNAError is a ValueError
+    return f"{local}@{domain}"
+
+
+def _folded_subject(subject: str) -> str:
+    """RFC 2047-encode and fold the subject ourselves.
+
+    The 3.11 EmailPolicy folder can leave a space before a fold or fold right after
+    "Subject:", so the subject a client decodes gains spaces. email.header folds
+    cleanly; a literal "=?" is encoded too, so no text can pose as an encoded word.
+    """
+    charset = "us-ascii" if subject.isascii() and "=?" not in subject else "utf-8"
+    return Header(subject, charset, maxlinelen=78, header_name="Subject").encode(linesep="\r\n")
+
+
+def _own_message_id(value: str) -> str:
+    """Our own Message-ID comes from our code: a malformed one is a bug, not data to clean."""
+    value = value.strip().removeprefix("<").removesuffix(">")
+    if not _MESSAGE_ID.fullmatch(value):
+        raise ValueError("message_id must be a single id-left@id-right without brackets")
+    return value
+
+
+def _thread_ids(values: Iterable[str]) -> list[str]:
+    """Their Message-IDs are untrusted: keep the well-formed ones, once each, in order."""
+    ids: list[str] = []
+    for value in values:
+        for piece in one_line(value).replace("<", " ").replace(">", " ").split():
+            if _MESSAGE_ID.fullmatch(piece) and piece not in ids:
+                ids.append(piece)
+    return ids
+
+
+def _trimmed(ids: list[str]) -> list[str]:
+    """Keep the thread root and the most recent ids, as RFC 5322 suggests for long References."""
+    if len(ids) <= _MAX_REFERENCES:
+        return ids
+    return ids[:1] + ids[-(_MAX_REFERENCES - 1):]
+
+
+def _check_lang(lang: str) -> None:
+    if lang not in LANGUAGES:
+        raise ValueError(f"unsupported language {lang!r}")
+
+
+@jinja2.pass_context
+def _format_date(context: jinja2.runtime.Context, value: dt.datetime) -> str:
+    """'24 February 2027' / '24. Februar 2027': the UTC calendar date, no locale module involved."""
+    if not isinstance(value, dt.datetime) or value.tzinfo is None:
+        raise ValueError("the date filter needs an aware datetime")
+    lang = context["lang"]
+    day = value.astimezone(dt.timezone.utc)
+    return _DATE_FORMAT[lang].format(day=day.day, month=_MONTHS[lang][day.month - 1], year=day.year)
+
+
+class _PackageResourceLoader(jinja2.BaseLoader):
+    """Reads the `templates` package through importlib.resources, so an installed (even zipped) copy works."""
+
+    def __init__(self, package: str) -> None:
+        self._root: Traversable = importlib.resources.files(package)
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        node = self._root
+        for part in template.split("/"):
+            if part in ("", ".", ".."):
+                raise jinja2.TemplateNotFound(template)
+            node = node.joinpath(part)
+        if not node.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return node.read_text(encoding="utf-8"), str(node), lambda: True
+
+
+def _autoescape(name: str | None) -> bool:
+    return name is not None and name.endswith(".html.j2")
+
+
+class Renderer:
+    """Turns (kind, language, values) into a finished, threaded, injection-proof email."""
+
+    def __init__(self, from_address: str) -> None:
+        if any(unicodedata.category(ch) == "Cc" for ch in from_address):
+            raise ValueError("from_address contains control characters")
+        header = policy.default.header_factory("from", from_address)
+        if header.defects or len(header.addresses) != 1:
+            raise ValueError("from_address must be exactly one address")
+        parsed = header.addresses[0]
+        self._from = Address(
+            display_name=parsed.display_name,
+            addr_spec=bare_address(parsed.addr_spec),
+        )
+        self._env = jinja2.Environment(
+            loader=_PackageResourceLoader("templates"),
+            undefined=jinja2.StrictUndefined,
+            autoescape=_autoescape,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,      # package data does not change under a running daemon
+            cache_size=-1,          # never evict: each template is compiled exactly once
+        )
+        self._env.filters["date"] = _format_date
+
+    @property
+    def environment(self) -> jinja2.Environment:
+        """The one Environment, exposed so callers and tests can see templates are shared."""
+        return self._env
+
+    @property
+    def from_addr(self) -> str:
+        return self._from.addr_spec
+
+    def reply_address(self, token: str | None) -> str:
+        """The plus-address that carries the reply token back to us (DESIGN §3)."""
+        if token is None:
+            return self.from_addr
+        if not _TOKEN.fullmatch(token):
+            raise ValueError("token may hold only letters, digits, '_' and '-'")
+        return f"{self._from.username}+{token}@{self._from.domain}"
+
+    def blank_form(self, lang: str) -> str:
+        """The blank request form (DESIGN §2), as `smartacct template` prints it."""
+        _check_lang(lang)
+        return self._env.get_template(f"form_{lang}.txt.j2").render(
+            lang=lang, from_addr=self.from_addr
+        )
+
+    def compose(
+        self,
+        kind: str,
+        lang: str,
+        ctx: Mapping[str, Any],
+        *,
+        to: Sequence[str],
+        message_id: str,
+        date: dt.datetime,
+        in_reply_to: str | None = None,
+        references: Sequence[str] = (),
+        token: str | None = None,
+        auto_submitted: str = "auto-replied",
+    ) -> Email:
+        """Render {lang}/{kind}.txt.j2 and .html.j2 into one multipart/alternative message."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown email kind {kind!r}")
+        _check_lang(lang)
+        if auto_submitted not in AUTO_SUBMITTED:
+            raise ValueError(f"auto_submitted must be one of {AUTO_SUBMITTED}")
+        if date.tzinfo is None:
+            raise ValueError("date must be timezone-aware")
+        if isinstance(to, str):
+            raise ValueError("to must be a sequence of addresses, not one string")
+        recipients = tuple(bare_address(address) for address in to)
+        if not recipients:
+            raise ValueError("an email needs at least one recipient")
+        own_id = _own_message_id(message_id)
+        reply_to = self.reply_address(token)
+
+        ref = ctx.get("ref")
+        values = {
+            **ctx,
+            "lang": lang,
+            "ref": ref,
+            "token": token,
+            "from_addr": self.from_addr,
+            "reply_address": reply_to,
+        }
+        text_name = f"{lang}/{kind}.txt.j2"
+        module = self._env.get_template(text_name).make_module(values)
+        text = str(module)
+        subject = one_line(str(getattr(module, "subject", "")))
+        if not subject:
+            raise jinja2.TemplateRuntimeError(f"{text_name} sets no subject")
+        if len(subject) > _MAX_SUBJECT:
+            subject = subject[: _MAX_SUBJECT - 1].rstrip() + "…"
+        if ref and f"[{ref}]" not in subject:
+            raise jinja2.TemplateRuntimeError(f"{text_name}: the subject must carry [{ref}]")
+        html = self._env.get_template(f"{lang}/{kind}.html.j2").render(values, subject=subject)
+
+        parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
+        thread = _trimmed(_thread_ids([*references, *parent]))
+        ascii_only = all(address.isascii() for address in recipients)
+        msg = EmailMessage(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
+        msg["From"] = self._from
+        msg["To"] = ", ".join(recipients)
+        msg.set_raw("Subject", _folded_subject(subject))   # one_line() already ran: no CR/LF of ours
+        msg["Date"] = format_datetime(date)
+        msg["Message-ID"] = f"<{own_id}>"
+        if parent:
+            msg["In-Reply-To"] = f"<{parent[0]}>"
+        if thread:
+            msg["References"] = " ".join(f"<{i}>" for i in thread)
+        msg["Reply-To"] = reply_to
+        msg["Auto-Submitted"] = auto_submitted
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg.set_content(text, subtype="plain", charset="utf-8")
+        msg.add_alternative(html, subtype="html", charset="utf-8")
+        msg["Content-Language"] = lang      # after the body: add_alternative moves Content-* into the part
+        return Email(to=recipients, subject=subject, message_id=own_id, raw=msg.as_bytes())

@@ -1,0 +1,214 @@
+"""What each transition does (DESIGN §1) and who may ask for it (DESIGN §3). Pure: no I/O.
+
+`transition()` says which state a request moves to, which columns change and which
+emails go to whom; `authorize()` applies the security rule for replies; `due()` says
+what a scheduled check owes a request at `now`. The caller applies the result in one
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from daemon.config import WorkflowConfig
+from models.state import OPEN, Action, State, next_state
+from parsers.reply import Keyword
+
+PARTNER = "partner"
+CUSTOMER = "customer"
+
+# The keywords each kind of email invites as an answer, and who may send them.
+PARTNER_REVIEW = (Keyword.CONFIRM.value, Keyword.CANCEL.value)
+PARTNER_PENDING = (Keyword.CANCEL.value,)
+CUSTOMER_ACTIVATION = (Keyword.ACCEPT.value, Keyword.DECLINE.value)
+
+KEYWORD_ACTIONS = {
+    Keyword.CONFIRM: Action.confirm,
+    Keyword.CANCEL: Action.cancel,
+    Keyword.ACCEPT: Action.accept,
+    Keyword.DECLINE: Action.decline,
+}
+
+
+class RequestLike(Protocol):
+    state: str
+    partner_email: str
+    customer_email: str
+    user_emails: list[str]
+    created_at: dt.datetime
+    review_expires_at: dt.datetime | None
+    confirmed_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    reminders_sent: int
+
+
+class TokenLike(Protocol):
+    party: str
+    issued_for_state: str
+    used_at: dt.datetime | None
+
+    def allows(self, keyword: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One email to write: its template kind, its recipient, and the reply token it carries."""
+
+    kind: str
+    to: str
+    party: str | None = None              # a reply token is issued for this party...
+    actions: tuple[str, ...] = ()         # ...allowing these keywords
+    extra: dict[str, Any] = field(default_factory=dict)  # more template context
+    thread: bool = False                  # In-Reply-To the message being answered
+
+
+@dataclass(frozen=True)
+class Transition:
+    action: Action
+    old_state: State
+    new_state: State
+    changes: dict[str, Any]
+    mails: tuple[Mail, ...]
+
+
+class Refusal(enum.StrEnum):
+    """Why a reply has no effect (each logged as a WARNING)."""
+
+    no_token = "no_token"
+    wrong_sender = "wrong_sender"
+    not_allowed = "not_allowed"     # e.g. the partner sending ACCEPT for the customer
+    stale = "stale"                 # used already, or the request left the state it was for
+    ref_mismatch = "ref_mismatch"   # the token belongs to another request than the subject names
+    dmarc = "dmarc"
+
+
+def party_address(req: RequestLike, party: str) -> str:
+    return req.partner_email if party == PARTNER else req.customer_email
+
+
+def authorize(token: TokenLike, req: RequestLike, sender: str, keyword: Keyword) -> Refusal | None:
+    """DESIGN §3: the expected sender AND a live token scoped to this keyword."""
+    if sender.lower() != party_address(req, token.party).lower():
+        return Refusal.wrong_sender
+    if not token.allows(keyword.value):
+        return Refusal.not_allowed
+    if token.used_at is not None or token.issued_for_state != req.state:
+        return Refusal.stale
+    return None
+
+
+def new_request_changes(now: dt.datetime, wf: WorkflowConfig) -> dict[str, Any]:
+    review_deadline = now + wf.review_window
+    return {
+        "state": State.awaiting_confirmation.value,
+        "created_at": now,
+        "updated_at": now,
+        "review_expires_at": review_deadline,
+        "due_at": review_deadline,
+    }
+
+
+def review_mails(partner: str) -> tuple[Mail, ...]:
+    return (Mail("review", partner, PARTNER, PARTNER_REVIEW, thread=True),)
+
+
+def transition(req: RequestLike, action: Action, now: dt.datetime, wf: WorkflowConfig,
+               *, by_admin: bool = False, reason: str = "") -> Transition | None:
+    """The effects of `action` on `req`, or None when the action does not apply to its state."""
+    old = State(req.state)
+    new = next_state(old, action)
+    if new is None:
+        return None
+    changes: dict[str, Any] = {"state": new.value, "updated_at": now}
+    partner, customer = req.partner_email, req.customer_email
+    mails: tuple[Mail, ...]
+    if action is Action.confirm:
+        expires = now + wf.acceptance_window
+        changes.update(confirmed_at=now, expires_at=expires, reminders_sent=0,
+                       due_at=_pending_due(now, expires, 0, wf))
+        mails = (
+            Mail("request_complete", partner, PARTNER, PARTNER_PENDING, thread=True),
+            Mail("activation", customer, CUSTOMER, CUSTOMER_ACTIVATION),
+        )
+    elif action is Action.accept:
+        changes.update(accepted_at=now, due_at=None)
+        mails = (
+            Mail("activation_confirmation", partner),
+            Mail("welcome", customer, thread=True),
+            *(Mail("user_notice", user, extra={"user": user}) for user in req.user_emails),
+        )
+    elif action is Action.cancel:
+        changes.update(closed_at=now, due_at=None)
+        extra = {"by_admin": by_admin, "reason": reason}
+        mails = (Mail("cancelled_partner", partner, extra=extra, thread=not by_admin),)
+        if old is State.pending_acceptance:  # the customer has had an activation email
+            mails += (Mail("cancelled_customer", customer, extra=extra),)
+    elif action is Action.decline:
+        changes.update(closed_at=now, due_at=None)
+        mails = (Mail("declined", partner),)
+    elif action is Action.expire:
+        changes.update(closed_at=now, due_at=None)
+        mails = (Mail("expired_customer", customer), Mail("expired_partner", partner))
+    else:  # Action.lapse
+        changes.update(closed_at=now, due_at=None)
+        mails = (Mail("lapsed", partner),)
+    return Transition(action, old, new, changes, mails)
+
+
+def _pending_due(confirmed_at: dt.datetime, expires_at: dt.datetime, reminders_sent: int,
+                 wf: WorkflowConfig) -> dt.datetime:
+    """The next reminder, or the expiry when no reminder is left."""
+    if reminders_sent < len(wf.reminders):
+        return min(confirmed_at + wf.reminders[reminders_sent], expires_at)
+    return expires_at
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A reminder owed to the customer; `reminders_sent` counts every offset passed, so
+    after downtime one reminder stands for all the missed ones (never a burst)."""
+
+    reminders_sent: int
+    due_at: dt.datetime
+    mail: Mail
+
+
+def due(req: RequestLike, now: dt.datetime, wf: WorkflowConfig) -> Action | Reminder | None:
+    """What a scheduled check owes this request at `now` (DESIGN §1, §4)."""
+    state = State(req.state)
+    if state is State.awaiting_confirmation and req.review_expires_at and now >= req.review_expires_at:
+        return Action.lapse
+    if state is not State.pending_acceptance or req.confirmed_at is None or req.expires_at is None:
+        return None
+    if now >= req.expires_at:
+        return Action.expire
+    passed = sum(1 for offset in wf.reminders if req.confirmed_at + offset <= now)
+    if passed <= req.reminders_sent:
+        return None
+    days_left = max(0, (req.expires_at - now).days)
+    return Reminder(
+        reminders_sent=passed,
+        due_at=_pending_due(req.confirmed_at, req.expires_at, passed, wf),
+        mail=Mail("reminder", req.customer_email, CUSTOMER, CUSTOMER_ACTIVATION, extra={"days_left": days_left}),
+    )
+
+
+def is_open(state: str) -> bool:
+    return State(state) in OPEN
+
+
+def parties(req: RequestLike) -> Sequence[str]:
+    return (req.partner_email.lower(), req.customer_email.lower())
+
+
+def next_due(req: RequestLike, wf: WorkflowConfig) -> dt.datetime | None:
+    """When a scheduled check will next owe this request something; None when never."""
+    state = State(req.state)
+    if state is State.awaiting_confirmation:
+        return req.review_expires_at
+    if state is State.pending_acceptance and req.confirmed_at and req.expires_at:
+        return _pending_due(req.confirmed_at, req.expires_at, req.reminders_sent, wf)
+    return None

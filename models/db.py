@@ -1,0 +1,43 @@
+"""open_database(url): connect, set pragmas, bind the models, run migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import peewee
+
+from models.base import database_proxy
+from models.migrations import migrate
+
+
+def open_database(url: str) -> peewee.Database:
+    """The one process-wide setup: every model is bound to the database opened here."""
+    db = _connect(url)
+    database_proxy.initialize(db)
+    db.connect(reuse_if_open=True)
+    migrate(db)
+    return db
+
+
+def _connect(url: str) -> peewee.Database:
+    if url.startswith("sqlite:///"):
+        path = url[len("sqlite:///"):]
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets `requests list` read while the daemon writes; NORMAL is durable at checkpoints
+        # and never corrupts; busy_timeout rides out a CLI write racing the daemon.
+        return peewee.SqliteDatabase(path, pragmas={
+            "journal_mode": "wal",
+            "synchronous": "normal",
+            "foreign_keys": 1,
+            "busy_timeout": 10_000,
+        })
+    parsed = urlparse(url)
+    return peewee.PostgresqlDatabase(
+        unquote(parsed.path.lstrip("/")),
+        user=unquote(parsed.username or "") or None,
+        password=unquote(parsed.password or "") or None,
+        host=parsed.hostname or None,
+        port=parsed.port or None,
+    )

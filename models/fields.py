@@ -1,0 +1,27 @@
+"""Column types shared by the models."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import peewee
+
+UTC = dt.timezone.utc
+
+
+class UtcDateTimeField(peewee.DateTimeField):
+    """Aware UTC datetimes in, aware UTC datetimes out; stored naive UTC so text sorts in SQLite."""
+
+    def db_value(self, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError("naive datetime: pass an aware UTC datetime")
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return super().db_value(value)
+
+    def python_value(self, value: Any) -> Any:
+        value = super().python_value(value)
+        if isinstance(value, dt.datetime):
+            return value.replace(tzinfo=UTC)
+        return value

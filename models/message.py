@@ -1,0 +1,39 @@
+"""Incoming messages, one row per Message-ID (or content hash): the idempotency record."""
+
+from __future__ import annotations
+
+import enum
+
+import peewee
+
+from models.base import BaseModel
+from models.fields import UtcDateTimeField
+
+
+class Outcome(enum.StrEnum):
+    request = "request"            # a valid request was recorded
+    rejected = "rejected"          # a rejection email was sent
+    reply = "reply"                # a party's reply acted on a request
+    answered = "answered"          # HELP, STATUS or a friendly late-reply answer
+    ignored = "ignored"            # never answered (automatic, outsider, forgery, loop guard)
+    failed = "failed"              # processing raised; retried up to max_attempts
+    quarantined = "quarantined"
+
+
+class IncomingMessage(BaseModel):
+    key = peewee.CharField(max_length=400, unique=True)   # "mid:<Message-ID>" or "sha256:<hex>"
+    message_id = peewee.TextField(null=True)
+    sender = peewee.CharField(max_length=320, null=True)
+    subject = peewee.TextField(default="")
+    size = peewee.IntegerField(default=0)
+    mailbox_key = peewee.TextField(default="")
+    received_at = UtcDateTimeField()
+    handled_at = UtcDateTimeField(null=True)
+    outcome = peewee.CharField(max_length=16, null=True)
+    folder = peewee.CharField(max_length=16, null=True)   # daemon.mailbox.Folder value
+    attempts = peewee.IntegerField(default=0)
+    last_error = peewee.TextField(null=True)
+    request_id = peewee.IntegerField(null=True)
+
+    class Meta:
+        table_name = "incoming_message"

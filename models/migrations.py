@@ -1,0 +1,141 @@
+"""Ordered, numbered schema steps, applied at start; never drop-and-recreate.
+
+Each step is SQL written once and never edited after release: a later change is a
+new step. `{pk}`, `{blob}` and `{ts}` stand for the dialect's spelling.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee
+
+_DIALECT = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "ts": "DATETIME", "bigint": "INTEGER"},
+    "postgres": {"pk": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "ts": "TIMESTAMP", "bigint": "BIGINT"},
+}
+
+STEPS: list[tuple[int, str, list[str]]] = [
+    (1, "initial schema", [
+        """CREATE TABLE request (
+            id {pk},
+            state VARCHAR(32) NOT NULL,
+            language VARCHAR(2) NOT NULL,
+            partner_email VARCHAR(320) NOT NULL,
+            account_name TEXT NOT NULL,
+            customer_email VARCHAR(320) NOT NULL,
+            account_domain VARCHAR(255) NOT NULL,
+            note_to_customer TEXT NOT NULL DEFAULT '',
+            user_emails TEXT NOT NULL DEFAULT '[]',
+            note_to_users TEXT NOT NULL DEFAULT '',
+            created_at {ts} NOT NULL,
+            updated_at {ts} NOT NULL,
+            review_expires_at {ts},
+            confirmed_at {ts},
+            expires_at {ts},
+            reminders_sent INTEGER NOT NULL DEFAULT 0,
+            accepted_at {ts},
+            closed_at {ts},
+            due_at {ts}
+        )""",
+        "CREATE INDEX request_due ON request (due_at) WHERE due_at IS NOT NULL",
+        "CREATE INDEX request_state ON request (state, id)",
+        # At most one open or active request per account domain, even with several instances.
+        """CREATE UNIQUE INDEX request_open_domain ON request (account_domain)
+           WHERE state IN ('awaiting_confirmation', 'pending_acceptance', 'active')""",
+        """CREATE TABLE reply_token (
+            id {pk},
+            request_id {bigint} NOT NULL REFERENCES request (id) ON DELETE CASCADE,
+            token_hash VARCHAR(64) NOT NULL UNIQUE,
+            party VARCHAR(16) NOT NULL,
+            actions VARCHAR(64) NOT NULL,
+            issued_for_state VARCHAR(32) NOT NULL,
+            issued_at {ts} NOT NULL,
+            used_at {ts}
+        )""",
+        "CREATE INDEX reply_token_request ON reply_token (request_id)",
+        """CREATE TABLE incoming_message (
+            id {pk},
+            key VARCHAR(400) NOT NULL UNIQUE,
+            message_id TEXT,
+            sender VARCHAR(320),
+            subject TEXT NOT NULL DEFAULT '',
+            size INTEGER NOT NULL DEFAULT 0,
+            mailbox_key TEXT NOT NULL DEFAULT '',
+            received_at {ts} NOT NULL,
+            handled_at {ts},
+            outcome VARCHAR(16),
+            folder VARCHAR(16),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            request_id {bigint}
+        )""",
+        "CREATE INDEX incoming_message_outcome ON incoming_message (outcome, id)",
+        "CREATE INDEX incoming_message_sender ON incoming_message (sender, received_at)",
+        """CREATE TABLE outbox (
+            id {pk},
+            request_id {bigint},
+            kind VARCHAR(40) NOT NULL,
+            recipient VARCHAR(320) NOT NULL,
+            message_id VARCHAR(255) NOT NULL UNIQUE,
+            raw {blob} NOT NULL,
+            state VARCHAR(16) NOT NULL DEFAULT 'queued',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at {ts} NOT NULL,
+            next_try_at {ts} NOT NULL,
+            sent_at {ts},
+            last_error TEXT
+        )""",
+        "CREATE INDEX outbox_due ON outbox (next_try_at) WHERE state = 'queued'",
+        "CREATE INDEX outbox_state ON outbox (state, id)",
+        "CREATE INDEX outbox_recipient ON outbox (recipient, created_at)",
+        "CREATE INDEX outbox_request ON outbox (request_id)",
+        """CREATE TABLE event (
+            id {pk},
+            request_id {bigint} NOT NULL,
+            at {ts} NOT NULL,
+            name VARCHAR(64) NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{{}}'
+        )""",
+        "CREATE INDEX event_request ON event (request_id, id)",
+        """CREATE TABLE mailbox_cursor (
+            name VARCHAR(400) PRIMARY KEY,
+            uidvalidity {bigint} NOT NULL,
+            last_uid {bigint} NOT NULL
+        )""",
+    ]),
+]
+
+LATEST = STEPS[-1][0]
+
+
+def dialect_of(db: peewee.Database) -> str:
+    return "postgres" if isinstance(db, peewee.PostgresqlDatabase) else "sqlite"
+
+
+def migrate(db: peewee.Database) -> list[int]:
+    """Apply the steps the database has not seen yet; returns their numbers."""
+    words = _DIALECT[dialect_of(db)]
+    with db.atomic():
+        db.execute_sql(f"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at {words['ts']} NOT NULL)")
+    if dialect_of(db) == "postgres":
+        # Two instances starting together: one migrates, the other waits here.
+        db.execute_sql("SELECT pg_advisory_lock(7450001)")
+    try:
+        applied = {row[0] for row in db.execute_sql("SELECT version FROM schema_version").fetchall()}
+        done = []
+        for version, name, statements in STEPS:
+            if version in applied:
+                continue
+            with db.atomic():
+                for sql in statements:
+                    db.execute_sql(sql.format(**words))
+                db.execute_sql(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)" % (db.param, db.param, db.param),
+                    (version, name, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),
+                )
+            done.append(version)
+        return done
+    finally:
+        if dialect_of(db) == "postgres":
+            db.execute_sql("SELECT pg_advisory_unlock(7450001)")

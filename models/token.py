@@ -1,0 +1,45 @@
+"""Reply tokens (DESIGN §3): only the SHA-256 hash is stored; each acts once, for one state."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+import peewee
+
+from models.base import BaseModel
+from models.fields import UtcDateTimeField
+from models.request import Request
+
+TOKEN_BYTES = 16  # 128 random bits
+
+
+class ReplyToken(BaseModel):
+    request = peewee.ForeignKeyField(Request, backref="tokens", on_delete="CASCADE")
+    token_hash = peewee.CharField(max_length=64, unique=True)
+    party = peewee.CharField(max_length=16)          # "partner" | "customer"
+    actions = peewee.CharField(max_length=64)        # space-separated keywords it may carry
+    issued_for_state = peewee.CharField(max_length=32)
+    issued_at = UtcDateTimeField()
+    used_at = UtcDateTimeField(null=True)
+
+    class Meta:
+        table_name = "reply_token"
+
+    def allows(self, keyword: str) -> bool:
+        return keyword in self.actions.split()
+
+
+def new_token() -> str:
+    """26 lower-case base32 characters: survives case-folding mail servers and plus-addresses."""
+    return base64.b32encode(secrets.token_bytes(TOKEN_BYTES)).decode("ascii").rstrip("=").lower()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.lower().encode("ascii", "replace")).hexdigest()
+
+
+def same_hash(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -1,0 +1,119 @@
+"""ParsedMessage -> Intent: what kind of mail this is, before any database look-up (DESIGN §3).
+
+The form is parsed from the whole text before any quote trimming, because trimmers
+take runs of `Label:` lines for a quoted header block; a keyword counts only in the
+reply's own text, above the quote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import authres
+
+from parsers.form import FormResult, parse_form
+from parsers.message import ParsedMessage
+from parsers.reply import Command, Keyword, find_command, find_refs, token_candidates
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    form: FormResult
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Carries candidate tokens; which request it answers is known only after a hash look-up."""
+
+    command: Command | None
+    tokens: tuple[str, ...]
+    subject_refs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CommandMail:
+    command: Command            # HELP, or STATUS with a ref
+
+
+@dataclass(frozen=True)
+class Bounce:
+    bounced_message_ids: tuple[str, ...]
+    status: str | None
+
+
+@dataclass(frozen=True)
+class NotARequest:
+    """From someone allowed to write, but neither a form nor a command: answered with the blank form."""
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+Intent = NewRequest | Reply | CommandMail | Bounce | NotARequest | Ignore
+
+
+def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_address: str) -> Intent:
+    if msg.sender is None:
+        return Ignore("no_sender")
+    if msg.is_bounce:
+        return Bounce(msg.bounced_message_ids, msg.bounce_status)
+    if msg.auto_marks:
+        return Ignore("automatic:" + ",".join(msg.auto_marks[:3]))
+    if _same_mailbox(msg.sender, own_address):
+        return Ignore("from_ourselves")
+    command = find_command(msg.text)
+    tokens = token_candidates(msg)
+    if tokens:
+        return Reply(command, tokens, subject_refs(msg))
+    if command is not None and command.keyword is Keyword.STATUS:
+        return CommandMail(command)  # answered only to a party of the request it names
+    if not sender_allowed(msg.sender, partner_domains):
+        if find_refs(msg):
+            return Reply(command, (), subject_refs(msg))  # a reply without its token: logged, no effect
+        return Ignore("outsider")
+    if command is not None and command.keyword is Keyword.HELP:
+        return CommandMail(command)
+    form = parse_form(msg.text)
+    if form.found:
+        return NewRequest(form)
+    if command is not None or find_refs(msg):
+        return Reply(command, (), subject_refs(msg))
+    return NotARequest()
+
+
+def sender_allowed(sender: str, partner_domains: tuple[str, ...]) -> bool:
+    """Empty partner_domains: anyone may submit (DESIGN §5); subdomains count."""
+    if not partner_domains:
+        return True
+    domain = sender.rpartition("@")[2].lower()
+    return any(domain == d or domain.endswith("." + d) for d in partner_domains)
+
+
+def dmarc_passed(msg: ParsedMessage, trusted_authserv_id: str) -> bool:
+    """Only an Authentication-Results header added by our own server counts (RFC 8601 §5)."""
+    for value in msg.authentication_results:
+        try:
+            header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
+        except authres.AuthResError:
+            continue
+        if header.authserv_id.lower() != trusted_authserv_id.lower():
+            continue
+        if any(r.method == "dmarc" and r.result == "pass" for r in header.results):
+            return True
+    return False
+
+
+def subject_refs(msg: ParsedMessage) -> tuple[str, ...]:
+    from models.request import REF_RE
+
+    return tuple(dict.fromkeys(f"SA-{m}" for m in REF_RE.findall(msg.subject)))
+
+
+def _same_mailbox(a: str, b: str) -> bool:
+    """smart-accounts+x@example.com is the same mailbox as smart-accounts@example.com."""
+    def base(addr: str) -> str:
+        local, _, domain = addr.lower().rpartition("@")
+        return local.split("+", 1)[0] + "@" + domain
+    return base(a) == base(b)

@@ -1,0 +1,181 @@
+"""Reply keyword, reference and token extraction (DESIGN §3).
+
+Line-based and self-written: mail-parser-reply only trims top-posted replies
+(a bottom-posted "On … wrote:" reply comes back with the quote still in it).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from parsers.message import ParsedMessage
+
+MAX_TOKENS = 20
+MAX_SCAN_LINES = 5_000      # lines of a reply inspected before giving up
+TOKEN_LENGTH = 26           # 128 random bits in lower-case base32
+
+
+class Keyword(enum.Enum):
+    CONFIRM = "CONFIRM"
+    CANCEL = "CANCEL"
+    ACCEPT = "ACCEPT"
+    DECLINE = "DECLINE"
+    STATUS = "STATUS"
+    HELP = "HELP"
+
+
+# The one keyword table: spelling (upper case) -> (keyword, language).
+KEYWORDS: dict[str, tuple[Keyword, str]] = {
+    "CONFIRM": (Keyword.CONFIRM, "en"),
+    "BESTÄTIGEN": (Keyword.CONFIRM, "de"),
+    "BESTAETIGEN": (Keyword.CONFIRM, "de"),
+    "CANCEL": (Keyword.CANCEL, "en"),
+    "STORNIEREN": (Keyword.CANCEL, "de"),
+    "ACCEPT": (Keyword.ACCEPT, "en"),
+    "AKZEPTIEREN": (Keyword.ACCEPT, "de"),
+    "DECLINE": (Keyword.DECLINE, "en"),
+    "ABLEHNEN": (Keyword.DECLINE, "de"),
+    "STATUS": (Keyword.STATUS, "en"),
+    "HELP": (Keyword.HELP, "en"),
+    "HILFE": (Keyword.HELP, "de"),
+}
+
+
+@dataclass(frozen=True)
+class Command:
+    keyword: Keyword
+    language: str            # "en" | "de"; STATUS is "de" only when the reply quotes a German header
+    ref: str | None          # "SA-000042" when the line says "STATUS SA-000042"
+
+
+# ----------------------------------------------------------------- quote headers
+
+# "On … wrote:" in the languages mail clients ship; may be wrapped over two lines.
+_ATTRIBUTION = re.compile(
+    r"(?:\bwrote|\bschrieb(?:\s+am\b.{0,200})?|написал\w*|\ba écrit|\bescribió|\bha scritto|\bschreef"
+    r"|\bskrev|\bnapisał\w*|\bkirjoitti)\s*:\s*$"
+    r"|^\s*am\b.{0,300}\bschrieb\b.{0,300}:\s*$",                      # "Am …, schrieb Name <a@b>:"
+    re.IGNORECASE,
+)
+_ATTRIBUTION_LEAD = re.compile(r"^\s*(?:on|am|le|el|il|op|den|w dniu)\s|\d|@", re.IGNORECASE)
+# The first half of a wrapped attribution: starts like one, or carries a date.
+_WRAPPED_LEAD = re.compile(r"^\s*(?:on|am|le|el|il|op|den|w dniu)\s|^\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}",
+                           re.IGNORECASE)
+_SEPARATOR = re.compile(
+    r"^\s*(?:-{2,}\s*(?:original message|ursprüngliche nachricht|urspr\S*ngliche nachricht|forwarded message"
+    r"|weitergeleitete nachricht|reply message|antwort)\s*-{2,}|_{10,}|begin forwarded message:"
+    r"|anfang der weitergeleiteten nachricht:)\s*$",
+    re.IGNORECASE,
+)
+_HDR_FROM = re.compile(r"^\s*\**(?:from|von|de)\s*:\**\s", re.IGNORECASE)
+_HDR_OTHER = re.compile(r"^\s*\**(?:sent|gesendet|date|datum|to|an|subject|betreff|cc)\s*:\**(?:\s|$)", re.IGNORECASE)
+_GERMAN_HEADER = re.compile(r"^\s*(?:am\b.*\bschrieb|.*\bschrieb\b.*:\s*$|\**von\s*:|\**gesendet\s*:|-+\s*urspr)",
+                            re.IGNORECASE)
+
+
+def _is_header_block(lines: list[str], i: int) -> bool:
+    """Outlook's "From:/Sent:/To:/Subject:" block: a From: line followed closely by two more labels."""
+    if not _HDR_FROM.match(lines[i]):
+        return False
+    labels = sum(1 for line in lines[i + 1:i + 7] if _HDR_OTHER.match(line))
+    return labels >= 2
+
+
+def _attribution_length(lines: list[str], i: int) -> int:
+    """1 or 2 when lines[i] starts an "On <date>, <name> wrote:" line, else 0."""
+    line = lines[i]
+    if len(line) < 1_000 and _ATTRIBUTION.search(line) and _ATTRIBUTION_LEAD.search(line):
+        return 1
+    if i + 1 < len(lines) and _WRAPPED_LEAD.search(line) and not line.rstrip().endswith(":"):
+        joined = f"{line.rstrip()} {lines[i + 1].strip()}"
+        if len(joined) < 1_000 and _ATTRIBUTION.search(joined):
+            return 2
+    return 0
+
+
+def _is_quoted(line: str) -> bool:
+    return line.lstrip().startswith(">")
+
+
+def reply_text(text: str) -> str:
+    """The new part of a reply: quoted lines, quote headers and Outlook's unquoted original dropped."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")[:MAX_SCAN_LINES]
+    own: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if _SEPARATOR.match(line) or _is_header_block(lines, i):
+            break                      # everything below is the original, quoted or not
+        skip = _attribution_length(lines, i)
+        if skip:
+            i += skip
+            continue
+        if not _is_quoted(line):
+            own.append(line.rstrip())
+        i += 1
+    return "\n".join(own).strip("\n")
+
+
+# ----------------------------------------------------------------- commands
+
+_DECORATION = " \t*_~`\u00a0\u200b"
+_TRAILING = re.compile(r"[\s.!?,;:…)\]*_~`'\"]+$")
+_STATUS_LINE = re.compile(r"^STATUS(?:\s*[:#-]?\s*(SA-\d{6,}))?$")
+
+
+def find_command(text: str) -> Command | None:
+    """The keyword on the first own non-empty line; the line must BE the keyword (DESIGN §3)."""
+    own = reply_text(text)
+    first = next((line for line in own.split("\n") if line.strip(_DECORATION)), "")
+    word = _TRAILING.sub("", first.strip(_DECORATION)).strip(_DECORATION).upper()
+    word = re.sub(r"\s+", " ", word)
+    entry = KEYWORDS.get(word)
+    if entry is not None and entry[0] is not Keyword.STATUS:
+        return Command(keyword=entry[0], language=entry[1], ref=None)
+    status = _STATUS_LINE.match(word)
+    if status is None:
+        return None
+    german = any(_GERMAN_HEADER.match(line) for line in text.split("\n")[:MAX_SCAN_LINES])
+    return Command(keyword=Keyword.STATUS, language="de" if german else "en", ref=status.group(1))
+
+
+# ----------------------------------------------------------------- tokens and refs
+
+_TOKEN = re.compile(r"(?<![A-Za-z0-9])([A-Za-z2-7]{26})(?![A-Za-z0-9])")
+_TOKEN_EXACT = re.compile(r"[a-z2-7]{26}")
+_REF = re.compile(r"(?<![A-Za-z0-9])SA-(\d{6,})(?!\d)", re.IGNORECASE)
+
+
+def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
+    """Possible reply tokens, most trustworthy place first: plus-address, then thread ids, then body."""
+    found: dict[str, None] = {}
+
+    def add(candidate: str) -> None:
+        if len(found) < MAX_TOKENS:
+            found.setdefault(candidate.lower(), None)
+
+    for addr in msg.recipients:
+        local = addr.rsplit("@", 1)[0]
+        if "+" in local:
+            tail = local.rsplit("+", 1)[1].lower()
+            if _TOKEN_EXACT.fullmatch(tail):
+                add(tail)
+    for message_id in (*msg.in_reply_to, *msg.references):
+        for match in _TOKEN.finditer(message_id):
+            add(match.group(1))
+    for match in _TOKEN.finditer(msg.text):
+        if len(found) >= MAX_TOKENS:
+            break
+        add(match.group(1))
+    return tuple(found)
+
+
+def find_refs(msg: ParsedMessage) -> tuple[str, ...]:
+    """"SA-000042" style references, subject first, upper-cased, each once."""
+    found: dict[str, None] = {}
+    for source in (msg.subject, msg.text):
+        for match in _REF.finditer(source):
+            found.setdefault(f"SA-{match.group(1)}", None)
+    return tuple(found)

@@ -1,0 +1,233 @@
+"""End-to-end helpers: a smartacct installation in a temp dir, driven through its CLI.
+
+Mail goes in as files in the inbox Maildir, `smartacct` runs as a subprocess, and
+the tests read what a user would see: the emails in the outgoing Maildir, the
+folder a message was filed in, `requests list --json`, the log.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import email.utils
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+SMARTACCT = str(Path(sys.executable).parent / "smartacct")
+TOKEN_FOOTER = re.compile(r"Ref: (SA-\d{6,}) · Code: ([a-z2-7]{26})")
+OUR_ADDRESS = "smart-accounts@example.com"
+
+
+@dataclass
+class Sent:
+    """One email the daemon wrote to the outgoing Maildir."""
+
+    path: Path
+    msg: EmailMessage
+
+    @property
+    def to(self) -> str:
+        return email.utils.parseaddr(str(self.msg["To"]))[1]
+
+    @property
+    def subject(self) -> str:
+        return str(self.msg["Subject"])
+
+    @property
+    def text(self) -> str:
+        part = self.msg.get_body(preferencelist=("plain",))
+        return part.get_content() if part is not None else ""
+
+    @property
+    def html(self) -> str:
+        part = self.msg.get_body(preferencelist=("html",))
+        return part.get_content() if part is not None else ""
+
+    @property
+    def token(self) -> str | None:
+        m = TOKEN_FOOTER.search(self.text)
+        return m.group(2) if m else None
+
+
+@dataclass
+class Install:
+    root: Path
+    extra_config: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+    _counter: int = 0
+    _seen: set[Path] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.write_config()
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "var" / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "var" / "outbox"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "smartacct.log"
+
+    def write_config(self, extra: str | None = None) -> None:
+        if extra is not None:
+            self.extra_config = extra
+        self.config.write_text(
+            '[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
+            '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n'
+            '[database]\nurl = "sqlite:///var/smartacct.db"\n'
+            f'[logging]\nfile = "smartacct.log"\n{self.extra_config}'
+        )
+
+    # --- mail in -------------------------------------------------------------------------------
+
+    def drop(self, raw: bytes | EmailMessage, name: str | None = None) -> str:
+        """Deliver a message into the inbox Maildir as an MDA would (tmp/, then rename into new/)."""
+        data = raw.as_bytes(policy=email.policy.SMTP) if isinstance(raw, EmailMessage) else raw
+        self._counter += 1
+        name = name or f"{int(time.time())}.M{self._counter}P{os.getpid()}.test"
+        for sub in ("tmp", "new", "cur"):
+            (self.inbox / sub).mkdir(parents=True, exist_ok=True)
+        tmp = self.inbox / "tmp" / name
+        tmp.write_bytes(data)
+        tmp.rename(self.inbox / "new" / name)
+        return name
+
+    def folder_of(self, name: str) -> str | None:
+        """Where a dropped message is now: "inbox", "Processed", "Rejected", "Quarantine" or None."""
+        for folder in ("Processed", "Rejected", "Quarantine"):
+            if any(p.name.split(":2,")[0] == name for p in (self.inbox / f".{folder}" / "cur").glob("*")):
+                return folder
+        if (self.inbox / "new" / name).exists() or (self.inbox / "cur" / name).exists():
+            return "inbox"
+        return None
+
+    # --- the CLI -------------------------------------------------------------------------------
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env}
+        env.pop("SMARTACCT_CONFIG", None)
+        proc = subprocess.run([SMARTACCT, "-c", str(self.config), *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=self.root)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"smartacct {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def run_once(self, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return self.cli("run", "--once", **kw)
+
+    def requests(self, *args: str) -> list[dict[str, Any]]:
+        return json.loads(self.cli("requests", "list", "--json", *args).stdout)  # type: ignore[no-any-return]
+
+    def show(self, ref: str) -> dict[str, Any]:
+        return json.loads(self.cli("requests", "show", ref, "--json").stdout)  # type: ignore[no-any-return]
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8") if self.log_file.exists() else ""
+
+    # --- mail out ------------------------------------------------------------------------------
+
+    def sent(self) -> list[Sent]:
+        """Every email written so far, oldest first."""
+        files = sorted((self.outbox / "new").glob("*"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+        return [Sent(p, _parse(p.read_bytes())) for p in files]
+
+    def new_sent(self) -> list[Sent]:
+        """Emails written since the last call."""
+        fresh = [s for s in self.sent() if s.path not in self._seen]
+        self._seen.update(s.path for s in fresh)
+        return fresh
+
+
+def _parse(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+# --- mail as people write it -----------------------------------------------------------------------
+
+def request_email(fields: dict[str, str], *, sender: str = "paula@partner.example", lang: str = "en",
+                  message_id: str | None = None, subject: str = "Smart Account request") -> EmailMessage:
+    labels = EN_LABELS if lang == "en" else DE_LABELS
+    body = "Hello,\n\nplease create this account:\n\n" + "".join(
+        f"{labels[k]}: {v}\n" for k, v in fields.items()) + "\nThanks\n-- \nPaula Partner\nPartner Networks\n"
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = OUR_ADDRESS
+    msg["Subject"] = subject
+    msg["Date"] = email.utils.formatdate()
+    msg["Message-ID"] = message_id or email.utils.make_msgid(domain=sender.rpartition("@")[2])
+    msg.set_content(body)
+    return msg
+
+
+EN_LABELS = {"account_name": "Account Name", "customer_email": "Customer Email", "account_domain": "Account Domain",
+             "note_to_customer": "Note to Customer", "user_emails": "User Emails",
+             "note_to_users": "Note to Added Users", "language": "Language"}
+DE_LABELS = {"account_name": "Kontoname", "customer_email": "Kunden-E-Mail", "account_domain": "Kontodomäne",
+             "note_to_customer": "Hinweis für den Kunden", "user_emails": "Benutzer-E-Mails",
+             "note_to_users": "Hinweis für hinzugefügte Benutzer", "language": "Sprache"}
+
+
+def good_fields(domain: str = "acme.example", **over: str) -> dict[str, str]:
+    fields = {"account_name": "Acme Robotics", "customer_email": f"carla@{domain}", "account_domain": domain,
+              "note_to_customer": "Please accept soon.", "user_emails": f"dev1@{domain}, dev2@{domain}",
+              "note_to_users": "Licences are under Inventory."}
+    fields.update(over)
+    return fields
+
+
+def reply(original: Sent, keyword: str, *, sender: str | None = None, style: str = "gmail",
+          lang: str = "en", html: bool = False, to: str | None = None) -> EmailMessage:
+    """A reply as mainstream clients write it: Re:/AW: subject, threading headers, the original quoted."""
+    sender = sender or original.to
+    date = email.utils.format_datetime(email.utils.parsedate_to_datetime(str(original.msg["Date"])))
+    quoted = "\n".join("> " + line for line in original.text.splitlines())
+    if style == "gmail":
+        header = f"On {date}, Smart Accounts <{OUR_ADDRESS}> wrote:" if lang == "en" else \
+            f"Am {date} schrieb Smart Accounts <{OUR_ADDRESS}>:"
+        body = f"{keyword}\n\n{header}\n{quoted}\n"
+    elif style == "bottom":
+        header = f"On {date}, Smart Accounts <{OUR_ADDRESS}> wrote:"
+        body = f"{header}\n{quoted}\n\n{keyword}\n\n-- \n{sender}\n"
+    else:  # outlook: top-posted, the original below a header block, not prefixed with ">"
+        if lang == "de":
+            header = (f"-----Ursprüngliche Nachricht-----\nVon: Smart Accounts <{OUR_ADDRESS}>\n"
+                      f"Gesendet: {date}\nAn: {sender}\nBetreff: {original.subject}\n")
+        else:
+            header = (f"-----Original Message-----\nFrom: Smart Accounts <{OUR_ADDRESS}>\nSent: {date}\n"
+                      f"To: {sender}\nSubject: {original.subject}\n")
+        body = f"{keyword}\n\n{header}\n{original.text}\n"
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to or str(original.msg["Reply-To"] or original.msg["From"])
+    msg["Subject"] = ("AW: " if lang == "de" else "Re: ") + original.subject
+    msg["Date"] = email.utils.formatdate()
+    msg["Message-ID"] = email.utils.make_msgid(domain=sender.rpartition("@")[2])
+    msg["In-Reply-To"] = str(original.msg["Message-ID"])
+    msg["References"] = " ".join(filter(None, [str(original.msg.get("References") or ""),
+                                               str(original.msg["Message-ID"])])).strip()
+    if html:
+        quoted_html = original.html or "<p>" + original.text.replace("\n", "<br>") + "</p>"
+        msg.set_content(f'<div dir="ltr">{keyword}</div><br><div class="gmail_quote">'
+                        f'<div class="gmail_attr">On {date} Smart Accounts wrote:</div>'
+                        f'<blockquote class="gmail_quote">{quoted_html}</blockquote></div>', subtype="html")
+    else:
+        msg.set_content(body)
+    return msg

@@ -1,0 +1,255 @@
+"""parse_message on hand-made messages: fields, decoding, text choice, auto/bounce marks."""
+
+from __future__ import annotations
+
+import datetime as dt
+from email.message import EmailMessage
+
+import pytest
+
+from parsers.message import html_to_text, parse_message
+
+
+def _mail(body: str = "Hello", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = headers.pop("From", "Pat Partner <Pat@Partner.Example>")
+    msg["To"] = headers.pop("To", "smart-accounts@example.com")
+    msg["Subject"] = headers.pop("Subject", "Request")
+    msg["Message-ID"] = headers.pop("Message_ID", "<abc@partner.example>")
+    msg["Date"] = headers.pop("Date", "Tue, 24 Nov 2026 11:00:00 +0100")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg
+
+
+def test_headers_and_addresses() -> None:
+    msg = _mail(Cc="a@x.example, B <B@Y.example>", Reply_To="Desk <Desk@Partner.example>",
+                In_Reply_To="<one@x>", References="<zero@x> <one@x>",
+                Authentication_Results="mx.example.com; dmarc=pass header.from=partner.example")
+    msg["Delivered-To"] = "inbox@example.com"
+    p = parse_message(msg.as_bytes())
+    assert p.message_id == "abc@partner.example"
+    assert (p.sender, p.sender_name) == ("pat@partner.example", "Pat Partner")
+    assert p.reply_to == "desk@partner.example"
+    assert p.recipients == ("smart-accounts@example.com", "a@x.example", "b@y.example", "inbox@example.com")
+    assert p.subject == "Request"
+    assert p.date == dt.datetime(2026, 11, 24, 10, 0, tzinfo=dt.timezone.utc)
+    assert p.in_reply_to == ("one@x",)
+    assert p.references == ("zero@x", "one@x")
+    assert p.authentication_results == ("mx.example.com; dmarc=pass header.from=partner.example",)
+    assert p.text.strip() == "Hello" and p.text_source == "plain"
+    assert p.return_path is None
+    assert p.size == len(msg.as_bytes()) and len(p.content_hash) == 64
+    assert not p.is_automatic
+
+
+def test_encoded_subject_and_display_name_are_decoded_and_collapsed() -> None:
+    raw = (b"From: =?iso-8859-1?Q?J=FCrgen_M=FCller?= <j@x.de>\r\n"
+           b"Subject: =?utf-8?B?QmVzdMOkdGlndW5n?=\r\n  und\tmehr\r\n\r\nx\r\n")
+    p = parse_message(raw)
+    assert p.sender_name == "Jürgen Müller"
+    assert p.subject == "Bestätigung und mehr"
+
+
+def test_quoted_printable_and_base64_bodies() -> None:
+    qp = (b"From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+          b"Content-Transfer-Encoding: quoted-printable\r\n\r\nKontoname: M=C3=BCller =\r\nGmbH\r\n")
+    assert parse_message(qp).text.strip() == "Kontoname: Müller GmbH"
+    b64 = (b"From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\nQWNjb3VudCBOYW1lOiBBY21l\r\n")
+    assert parse_message(b64).text.strip() == "Account Name: Acme"
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "expected"),
+    [
+        (b"iso-8859-1", "Grüße".encode("latin-1"), "Grüße"),
+        (b"utf-8", "Grüße €".encode(), "Grüße €"),
+        (b"x-no-such-charset", "Grüße".encode(), "Grüße"),          # unknown label, UTF-8 bytes
+        (b"us-ascii", "Grüße".encode("cp1252"), "Grüße"),          # mislabelled 8-bit
+    ],
+)
+def test_charsets_are_decoded_leniently(charset: bytes, body: bytes, expected: str) -> None:
+    raw = (b"From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=" + charset
+           + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body + b"\r\n")
+    assert parse_message(raw).text.strip() == expected
+
+
+def test_html_only_body_becomes_text_with_quotes() -> None:
+    msg = _mail()
+    msg.set_content(
+        "<html><head><style>p{color:red}</style><script>alert(1)</script></head><body>"
+        "<div>CONFIRM</div><div>Thanks &amp; bye<br>Pat</div>"
+        "<blockquote><p>Please reply CONFIRM</p><p>Ref: SA-000042</p></blockquote></body></html>",
+        subtype="html",
+    )
+    p = parse_message(msg.as_bytes())
+    assert p.text_source == "html"
+    assert p.text.split("\n") == ["CONFIRM", "Thanks & bye", "Pat", "> Please reply CONFIRM", "> Ref: SA-000042"]
+
+
+def test_html_to_text_client_quote_markup() -> None:
+    gmail = ('<div dir="ltr">ACCEPT</div><br><div class="gmail_quote gmail_quote_container">'
+             '<div class="gmail_attr">On Mon, Nov 24, 2026 at 10:00 AM Smart Accounts wrote:<br></div>'
+             '<blockquote class="gmail_quote">Reply ACCEPT</blockquote></div>')
+    assert [line for line in html_to_text(gmail).split("\n") if line] == [
+        "ACCEPT", "On Mon, Nov 24, 2026 at 10:00 AM Smart Accounts wrote:", "> Reply ACCEPT"]
+    outlook = ('<div>ABLEHNEN</div><hr><div id="divRplyFwdMsg"><b>Von:</b> Smart Accounts<br>'
+               '<b>Gesendet:</b> Montag<br><b>Betreff:</b> Aktivierung</div><div>Bitte AKZEPTIEREN</div>')
+    lines = html_to_text(outlook).split("\n")
+    assert lines[0] == "ABLEHNEN" and lines[1].startswith("____") and lines[2] == "Von: Smart Accounts"
+    assert html_to_text("<p>a<p>b</p><pre>x\n  y</pre>") == "a\nb\nx\n  y"
+    assert html_to_text("<div><b>unclosed <i>tags") == "unclosed tags"
+
+
+def test_attached_txt_is_the_text_when_there_is_no_body() -> None:
+    msg = EmailMessage()
+    msg["From"] = "a@x.example"
+    msg.add_attachment("Account Name: Acme\n", filename="form.txt")
+    p = parse_message(msg.as_bytes())
+    assert (p.text.strip(), p.text_source) == ("Account Name: Acme", "attachment")
+
+
+def test_plain_body_wins_over_attached_txt() -> None:
+    msg = _mail("Body text")
+    msg.add_attachment("attached\n", filename="form.txt")
+    p = parse_message(msg.as_bytes())
+    assert (p.text.strip(), p.text_source) == ("Body text", "plain")
+
+
+def test_missing_message_id_and_headers() -> None:
+    p = parse_message(b"\r\nonly a body\r\n")
+    assert p.message_id is None and p.sender is None and p.subject == "" and p.date is None
+    assert parse_message(b"Message-ID: <>\r\n\r\nx").message_id is None
+    assert parse_message(b"Message-ID: bare@id.example\r\n\r\nx").message_id == "bare@id.example"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x00" * 100,
+        bytes(range(256)) * 40,
+        b"From: \xff\xfe\x00<a@\x00b>\r\nSubject: \x00\xc3(\r\n\r\n\xc3(\x00",
+        b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain; charset=zz\r\n\r\nhi",
+        b"Content-Type: multipart/mixed\r\n\r\nno boundary at all",
+        b"Subject: =?utf-8?B?####?= =?x-unknown?Q?a?=\r\nDate: yesterday\r\n\r\n",
+        b"From: " + b"(" * 5000 + b"\r\n\r\n",
+        b"To: " + b"a:" * 5000 + b"\r\n\r\n",
+    ],
+)
+def test_never_raises_on_garbage(raw: bytes) -> None:
+    p = parse_message(raw)
+    assert isinstance(p.text, str) and isinstance(p.subject, str) and "\n" not in p.subject
+    assert p.size == len(raw)
+
+
+def test_deep_nesting_does_not_raise() -> None:
+    depth = 3000
+    parts = [b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i) for i in range(depth)]
+    raw = b"From: a@x.example\r\n" + b"".join(parts) + b"Content-Type: text/plain\r\n\r\ndeep\r\n"
+    p = parse_message(raw)
+    assert p.sender == "a@x.example"
+
+
+def test_large_message_is_bounded() -> None:
+    body = ("Zeile mit Text\n" * 1_800_000)           # ~27 MB
+    p = parse_message(_mail(body).as_bytes())
+    assert len(p.text) <= 1_000_000 and "text truncated" in p.defects
+
+
+# ------------------------------------------------------------------ auto / bounce
+
+@pytest.mark.parametrize(
+    ("headers", "mark"),
+    [
+        ({"Auto_Submitted": "auto-replied"}, "auto-submitted:auto-replied"),
+        ({"Auto_Submitted": "auto-generated (warning)"}, "auto-submitted:auto-generated"),
+        ({"Auto_Submitted": "auto-notified"}, "auto-submitted:auto-notified"),
+        ({"Precedence": "bulk"}, "precedence:bulk"),
+        ({"Precedence": "auto_reply"}, "precedence:auto_reply"),
+        ({"X_Autoreply": "yes"}, "header:x-autoreply"),
+        ({"X_Autorespond": "x"}, "header:x-autorespond"),
+        ({"X_Loop": "smartacct"}, "header:x-loop"),
+        ({"List_Id": "<l.example>"}, "header:list-id"),
+        ({"List_Unsubscribe": "<mailto:u@x>"}, "header:list-unsubscribe"),
+        ({"X_MS_Exchange_Inbox_Rules_Loop": "a@x"}, "header:x-ms-exchange-inbox-rules-loop"),
+        ({"Return_Path": "<>"}, "return-path:null"),
+        ({"From": "No Reply <no-reply@shop.example>"}, "from:noreply"),
+        ({"Reply_To": "noreply-dmarc-support@google.com"}, "reply-to:noreply"),
+        ({"Subject": "Automatische Antwort: Ihre Anfrage"}, "subject:auto-reply"),
+        ({"Subject": "Out of Office: Request"}, "subject:auto-reply"),
+        ({"Subject": "Réponse automatique : Request"}, "subject:auto-reply"),
+        ({"Subject": "Abwesenheitsnotiz"}, "subject:auto-reply"),
+        ({"Subject": "AUTO: Pat is out of the office (returning 01/12/2026)"}, "subject:auto-reply"),
+    ],
+)
+def test_auto_marks(headers: dict[str, str], mark: str) -> None:
+    p = parse_message(_mail(**headers).as_bytes())
+    assert mark in p.auto_marks and p.is_automatic and not p.is_bounce
+
+
+def test_auto_submitted_no_and_exchange_suppress_are_human() -> None:
+    p = parse_message(_mail(Auto_Submitted="no", X_Auto_Response_Suppress="All",
+                            Subject="RE: Request SA-000042", In_Reply_To="<x@y>").as_bytes())
+    assert p.auto_marks == () and not p.is_automatic
+
+
+def test_human_subjects_that_mention_vacation_or_failure_are_not_marked() -> None:
+    for subject in ("Re: our vacation policy", "Fwd: Undeliverable: Request", "Delivery of the laptops"):
+        assert not parse_message(_mail(Subject=subject).as_bytes()).is_automatic, subject
+
+
+def _dsn(status_lines: list[str], original_id: str = "<orig.sa-000042@example.com>") -> bytes:
+    blocks = "\r\n".join(f"Final-Recipient: rfc822; c{i}@x.example\r\nAction: failed\r\nStatus: {s}\r\n"
+                         for i, s in enumerate(status_lines))
+    return (
+        "From: MAILER-DAEMON@mx.example (Mail Delivery System)\r\nTo: smart-accounts@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nReturn-Path: <>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nI'm sorry.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        f"{blocks}\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"From: smart-accounts@example.com\r\nMessage-ID: {original_id}\r\nSubject: Review\r\n\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+def test_dsn_bounce_status_and_original_id() -> None:
+    p = parse_message(_dsn(["4.2.2", "5.1.1", "4.4.1"]))
+    assert p.is_bounce and p.is_automatic
+    assert "content-type:multipart/report;delivery-status" in p.bounce_marks
+    assert "part:message/delivery-status" in p.bounce_marks
+    assert p.bounce_status == "5.1.1"
+    assert p.bounced_message_ids == ("orig.sa-000042@example.com",)
+
+
+def test_delay_dsn_has_transient_status() -> None:
+    assert parse_message(_dsn(["4.4.7"])).bounce_status == "4.4.7"
+
+
+def test_legacy_text_bounce() -> None:
+    raw = (b"From: Mail Delivery System <Mailer-Daemon@mx.example>\r\nTo: sa@example.com\r\n"
+           b"Subject: Mail delivery failed: returning message to sender\r\nX-Failed-Recipients: c@x.example\r\n\r\n"
+           b"c@x.example\r\n    SMTP error from remote mail server after RCPT TO:<c@x.example>:\r\n"
+           b"    550 5.1.1 User unknown\r\n\r\n------ This is a copy of the message, including all the headers.\r\n"
+           b"Message-ID: <orig@example.com>\r\nSubject: Review\r\n\r\nbody\r\n")
+    p = parse_message(raw)
+    assert {"header:x-failed-recipients", "from:mailer-daemon", "subject:bounce"} <= set(p.bounce_marks)
+    assert p.bounce_status == "5.1.1" and p.bounced_message_ids == ("orig@example.com",)
+
+
+def test_mdn_and_arf_are_automatic_not_bounces() -> None:
+    for report_type in ("disposition-notification", "feedback-report"):
+        raw = (f"From: c@x.example\r\nSubject: Read: Review\r\nMIME-Version: 1.0\r\n"
+               f'Content-Type: multipart/report; report-type={report_type}; boundary="B"\r\n\r\n'
+               f"--B\r\nContent-Type: text/plain\r\n\r\nread\r\n--B--\r\n").encode()
+        p = parse_message(raw)
+        assert "content-type:multipart/report" in p.auto_marks and not p.is_bounce
+
+
+def test_postmaster_person_is_not_a_bounce() -> None:
+    p = parse_message(_mail(From="Bob <postmaster@example.com>", Subject="Please enjoy this link").as_bytes())
+    assert not p.is_automatic

@@ -1,0 +1,215 @@
+"""Reply keywords, quote trimming, references and reply tokens (DESIGN §3)."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from parsers.message import parse_message
+from parsers.reply import KEYWORDS, Command, Keyword, find_command, find_refs, reply_text, token_candidates
+
+CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
+TOKEN = "abcdefghijklmnopqrstuvwxyz"[:20] + "234567"
+assert len(TOKEN) == 26
+
+QUOTE = "> Please reply CONFIRM to create the account.\n> Ref: SA-000042 · Code: " + TOKEN + "\n"
+
+GMAIL_EN = "On Tue, Nov 24, 2026 at 10:00 AM Smart Accounts <smart-accounts@example.com> wrote:\n"
+GMAIL_EN_WRAPPED = "On Tue, Nov 24, 2026 at 10:00 AM Smart Accounts <\nsmart-accounts@example.com> wrote:\n"
+GMAIL_DE = "Am Di., 24. Nov. 2026 um 10:00 Uhr schrieb Smart Accounts <\nsmart-accounts@example.com>:\n"
+THUNDERBIRD_DE = "Am 24.11.2026 um 10:00 schrieb Smart Accounts:\n"
+APPLE_EN = "> On 24 Nov 2026, at 10:00, Smart Accounts <smart-accounts@example.com> wrote:\n>\n"
+OUTLOOK_EN = ("________________________________\nFrom: Smart Accounts <smart-accounts@example.com>\n"
+              "Sent: Tuesday, November 24, 2026 10:00 AM\nTo: Pat <pat@partner.example>\n"
+              "Subject: Review SA-000042\n\nPlease reply CONFIRM\n")
+OUTLOOK_DE = ("-----Ursprüngliche Nachricht-----\nVon: Smart Accounts <smart-accounts@example.com>\n"
+              "Gesendet: Dienstag, 24. November 2026 10:00\nAn: Pat\nBetreff: Prüfung SA-000042\n\n"
+              "Bitte antworten Sie mit BESTÄTIGEN\n")
+OUTLOOK_BLOCK_ONLY = ("From: Smart Accounts <smart-accounts@example.com>\nSent: Tuesday\n"
+                      "To: Pat\nSubject: Review\n\nReply CONFIRM\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "keyword", "language"),
+    [
+        ("CONFIRM\n\n" + GMAIL_EN + QUOTE, Keyword.CONFIRM, "en"),
+        ("confirm.\n\n" + GMAIL_EN_WRAPPED + QUOTE, Keyword.CONFIRM, "en"),
+        ("Bestätigen!\n\n" + GMAIL_DE + QUOTE, Keyword.CONFIRM, "de"),
+        ("BESTAETIGEN\n" + THUNDERBIRD_DE + QUOTE, Keyword.CONFIRM, "de"),
+        ("**Cancel**\n\n" + APPLE_EN + QUOTE, Keyword.CANCEL, "en"),
+        ("  stornieren  \n" + OUTLOOK_DE, Keyword.CANCEL, "de"),
+        ("Accept\n\nPat\n" + OUTLOOK_EN, Keyword.ACCEPT, "en"),
+        ("AKZEPTIEREN\n" + OUTLOOK_BLOCK_ONLY, Keyword.ACCEPT, "de"),
+        ("Decline...\n", Keyword.DECLINE, "en"),
+        ("ablehnen\n-- \nPat Partner\n", Keyword.DECLINE, "de"),
+        ("\n\n   \nHelp?\n", Keyword.HELP, "en"),
+        ("HILFE\n", Keyword.HELP, "de"),
+        # bottom-posted: the quote header and quote come first, the answer below
+        (GMAIL_EN + QUOTE + "\nCONFIRM\n", Keyword.CONFIRM, "en"),
+        (GMAIL_DE + QUOTE + "\nbestätigen\n\nGruß Pat\n", Keyword.CONFIRM, "de"),
+        (QUOTE + "\naccept\n", Keyword.ACCEPT, "en"),
+    ],
+)
+def test_find_command(text: str, keyword: Keyword, language: str) -> None:
+    assert find_command(text) == Command(keyword=keyword, language=language, ref=None)
+
+
+def test_crlf_text_works() -> None:
+    assert find_command(("CONFIRM\n\n" + GMAIL_EN + QUOTE).replace("\n", "\r\n")) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I do not CONFIRM\n",
+        "CONFIRM the request please\n",
+        "Please cancel it. CANCEL\n",
+        GMAIL_EN + QUOTE,                          # keyword only in the quote
+        GMAIL_EN + "> CONFIRM\n",
+        OUTLOOK_EN,                                # Outlook quotes without ">"
+        "",
+        "\n\n",
+        "Account Name: Acme\nCustomer Email: it@acme.example\nAccount Domain: acme.example\n",
+        "From: a\nTo: b\nSubject: c\nAccount Name: Acme\n",
+    ],
+)
+def test_no_command(text: str) -> None:
+    assert find_command(text) is None
+
+
+def test_status_with_and_without_ref() -> None:
+    assert find_command("STATUS SA-000042\n" + GMAIL_EN + QUOTE) == Command(Keyword.STATUS, "en", "SA-000042")
+    assert find_command("status: sa-1234567.") == Command(Keyword.STATUS, "en", "SA-1234567")
+    assert find_command("Status\n" + GMAIL_DE + QUOTE) == Command(Keyword.STATUS, "de", None)
+    assert find_command("STATUS SA-12\n") is None
+
+
+def test_keyword_table_is_complete() -> None:
+    assert {kw for kw, _ in KEYWORDS.values()} == set(Keyword)
+    assert all(lang in ("en", "de") for _, lang in KEYWORDS.values())
+    assert all(kw.value in KEYWORDS for kw in Keyword)
+
+
+def test_reply_text_drops_quotes_and_headers() -> None:
+    assert reply_text("Fine by me.\nPat\n\n" + GMAIL_EN + QUOTE) == "Fine by me.\nPat"
+    assert reply_text("Ok\n" + OUTLOOK_DE) == "Ok"
+    assert reply_text(GMAIL_EN + QUOTE + "\nBelow\n") == "Below"
+    form = "Account Name: Acme\nCustomer Email: it@acme.example\nUser Emails: a@x, b@x\n"
+    assert reply_text(form) == form.rstrip("\n")
+
+
+def _html_reply(html: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "pat@partner.example"
+    msg["To"] = f"smart-accounts+{TOKEN}@example.com"
+    msg["Subject"] = "Re: Review SA-000042"
+    msg.set_content(html, subtype="html")
+    return msg.as_bytes()
+
+
+def test_gmail_html_reply() -> None:
+    raw = _html_reply(
+        '<div dir="ltr">Confirm</div><br><div class="gmail_quote gmail_quote_container">'
+        '<div dir="ltr" class="gmail_attr">On Tue, Nov 24, 2026 at 10:00 AM Smart Accounts &lt;'
+        'smart-accounts@example.com&gt; wrote:<br></div><blockquote class="gmail_quote" '
+        'style="margin:0px 0px 0px 0.8ex">Please reply <b>CANCEL</b> or CONFIRM<br>Ref: SA-000042 · Code: '
+        f'{TOKEN}</blockquote></div>')
+    msg = parse_message(raw)
+    assert find_command(msg.text) == Command(Keyword.CONFIRM, "en", None)
+    assert token_candidates(msg) == (TOKEN,)
+
+
+def test_outlook_html_reply() -> None:
+    raw = _html_reply(
+        '<html><body><div><p class="MsoNormal">Ablehnen<o:p></o:p></p></div>'
+        '<div style="border:none;border-top:solid #E1E1E1 1.0pt;padding:3.0pt 0cm 0cm 0cm">'
+        '<p class="MsoNormal"><b>Von:</b> Smart Accounts<br><b>Gesendet:</b> Dienstag<br>'
+        '<b>An:</b> Kunde<br><b>Betreff:</b> Aktivierung</p></div>'
+        '<p>Antworten Sie AKZEPTIEREN</p></body></html>')
+    assert find_command(parse_message(raw).text) == Command(Keyword.DECLINE, "de", None)
+
+
+def test_html_bottom_posted_below_blockquote() -> None:
+    raw = _html_reply("<blockquote>Reply CONFIRM</blockquote><p>accept</p>")
+    assert find_command(parse_message(raw).text) == Command(Keyword.ACCEPT, "en", None)
+
+
+# ------------------------------------------------------------------ tokens and refs
+
+def _reply(to: str = "smart-accounts@example.com", body: str = "CONFIRM\n", **headers: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "pat@partner.example"
+    msg["To"] = to
+    msg["Subject"] = headers.pop("Subject", "Re: Review")
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def test_token_from_plus_address() -> None:
+    msg = parse_message(_reply(to=f"Smart Accounts <Smart-Accounts+x+{TOKEN.upper()}@Example.com>"))
+    assert token_candidates(msg) == (TOKEN,)
+
+
+def test_token_from_in_reply_to_and_references() -> None:
+    other = "b" * 26
+    msg = parse_message(_reply(In_Reply_To=f"<{TOKEN}.sa-000042@example.com>",
+                               References=f"<unrelated@x> <{other}.sa-000041@example.com> <{TOKEN}.sa-000042@example.com>"))
+    assert token_candidates(msg) == (TOKEN, other)
+
+
+def test_token_from_quoted_footer_and_order() -> None:
+    body_token = "c" * 26
+    msg = parse_message(_reply(to=f"smart-accounts+{TOKEN}@example.com",
+                               body=f"CONFIRM\n\n> Ref: SA-000042 · Code: {body_token.upper()}\n"))
+    assert token_candidates(msg) == (TOKEN, body_token)
+
+
+def test_tokens_need_exact_length_and_alphabet() -> None:
+    body = "Code: " + "a" * 27 + "\nCode: " + "a" * 25 + "\nCode: " + "a" * 25 + "1\nCode: " + "a" * 25 + "8\n"
+    assert token_candidates(parse_message(_reply(to="sa+" + "a" * 25 + "@example.com", body=body))) == ()
+
+
+def test_token_candidates_are_bounded() -> None:
+    body = "\n".join(f"Code: {chr(97 + i % 26)}{chr(97 + i // 26)}" + "x" * 24 for i in range(100))
+    assert len(token_candidates(parse_message(_reply(body=body)))) == 20
+
+
+def test_find_refs_subject_first() -> None:
+    msg = parse_message(_reply(Subject="Re: Review sa-000042", body="See SA-1234567 and SA-000042, not SA-12."))
+    assert find_refs(msg) == ("SA-000042", "SA-1234567")
+
+
+# ------------------------------------------------------------------ real clients (corpus)
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("talon__android", "Hello"),
+        ("talon__aol", "Hello"),
+        ("talon__apple_mail", "Hello"),
+        ("talon__comcast", "Hello"),
+        ("talon__gmail", "Hello"),
+        ("talon__hotmail", "Hello"),
+        ("talon__outlook", "Hello"),
+        ("talon__thunderbird", "Hello"),
+        ("talon__yahoo", "Hello"),
+        ("talon__iphone", "Hello\n\nSent from my iPhone"),
+        ("discourse__quirks_exchange_xars", "Some thing."),
+    ],
+)
+def test_reply_text_on_real_client_replies(name: str, expected: str) -> None:
+    msg = parse_message((CORPUS / "human" / f"{name}.eml").read_bytes())
+    assert reply_text(msg.text) == expected
+
+
+def test_reply_text_keeps_own_text_of_long_real_replies() -> None:
+    share = parse_message((CORPUS / "human" / "talon__reply-quotations-share-block.eml").read_bytes())
+    own = reply_text(share.text)
+    assert own.startswith("Hi Katharine.") and own.endswith("Joe XXX") and "booking inquiry" not in own
+    gitlab = parse_message((CORPUS / "human" / "gitlab__valid_reply.eml").read_bytes())
+    own = reply_text(gitlab.text)
+    assert own.endswith("- Jake out") and "unsubscribe" not in own.lower()

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from email import policy
 from email.header import Header
-from email.headerregistry import Address
+from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage
 from email.utils import format_datetime
 from importlib.resources.abc import Traversable
@@ -172,7 +172,7 @@ class Renderer:
         if any(unicodedata.category(ch) == "Cc" for ch in from_address):
             raise ValueError("from_address contains control characters")
         header = policy.default.header_factory("from", from_address)
-        if header.defects or len(header.addresses) != 1:
+        if not isinstance(header, AddressHeader) or header.defects or len(header.addresses) != 1:
             raise ValueError("from_address must be exactly one address")
         parsed = header.addresses[0]
         self._from = Address(
@@ -242,8 +242,34 @@ class Renderer:
         if not recipients:
             raise ValueError("an email needs at least one recipient")
         own_id = _own_message_id(message_id)
-        reply_to = self.reply_address(token)
+        subject, text, html = self._render(kind, lang, ctx, token)
+        parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
+        thread = _trimmed(_thread_ids([*references, *parent]))
 
+        msg = EmailMessage(
+            policy=policy.SMTP if all(a.isascii() for a in recipients) else policy.SMTPUTF8
+        )
+        msg["From"] = self._from
+        msg["To"] = ", ".join(recipients)
+        msg.set_raw("Subject", _folded_subject(subject))   # one_line() already ran on it
+        msg["Date"] = format_datetime(date)
+        msg["Message-ID"] = f"<{own_id}>"
+        if parent:
+            msg["In-Reply-To"] = f"<{parent[0]}>"
+        if thread:
+            msg["References"] = " ".join(f"<{i}>" for i in thread)
+        msg["Reply-To"] = self.reply_address(token)
+        msg["Auto-Submitted"] = auto_submitted
+        msg["X-Auto-Response-Suppress"] = "All"     # keeps Exchange from answering us
+        msg.set_content(text, subtype="plain", charset="utf-8")
+        msg.add_alternative(html, subtype="html", charset="utf-8")
+        msg["Content-Language"] = lang      # after the body: add_alternative moves Content-* into the part
+        return Email(to=recipients, subject=subject, message_id=own_id, raw=msg.as_bytes())
+
+    def _render(
+        self, kind: str, lang: str, ctx: Mapping[str, Any], token: str | None
+    ) -> tuple[str, str, str]:
+        """(subject, text, html): the subject is a top-level `{% set subject %}` of the text template."""
         ref = ctx.get("ref")
         values = {
             **ctx,
@@ -251,11 +277,10 @@ class Renderer:
             "ref": ref,
             "token": token,
             "from_addr": self.from_addr,
-            "reply_address": reply_to,
+            "reply_address": self.reply_address(token),
         }
         text_name = f"{lang}/{kind}.txt.j2"
         module = self._env.get_template(text_name).make_module(values)
-        text = str(module)
         subject = one_line(str(getattr(module, "subject", "")))
         if not subject:
             raise jinja2.TemplateRuntimeError(f"{text_name} sets no subject")
@@ -264,24 +289,4 @@ class Renderer:
         if ref and f"[{ref}]" not in subject:
             raise jinja2.TemplateRuntimeError(f"{text_name}: the subject must carry [{ref}]")
         html = self._env.get_template(f"{lang}/{kind}.html.j2").render(values, subject=subject)
-
-        parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
-        thread = _trimmed(_thread_ids([*references, *parent]))
-        ascii_only = all(address.isascii() for address in recipients)
-        msg = EmailMessage(policy=policy.SMTP if ascii_only else policy.SMTPUTF8)
-        msg["From"] = self._from
-        msg["To"] = ", ".join(recipients)
-        msg.set_raw("Subject", _folded_subject(subject))   # one_line() already ran: no CR/LF of ours
-        msg["Date"] = format_datetime(date)
-        msg["Message-ID"] = f"<{own_id}>"
-        if parent:
-            msg["In-Reply-To"] = f"<{parent[0]}>"
-        if thread:
-            msg["References"] = " ".join(f"<{i}>" for i in thread)
-        msg["Reply-To"] = reply_to
-        msg["Auto-Submitted"] = auto_submitted
-        msg["X-Auto-Response-Suppress"] = "All"
-        msg.set_content(text, subtype="plain", charset="utf-8")
-        msg.add_alternative(html, subtype="html", charset="utf-8")
-        msg["Content-Language"] = lang      # after the body: add_alternative moves Content-* into the part
-        return Email(to=recipients, subject=subject, message_id=own_id, raw=msg.as_bytes())
+        return subject, str(module), html

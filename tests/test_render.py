@@ -242,7 +242,7 @@ def test_rejection_lists_each_problem_on_its_own_line_and_the_blank_form(rendere
     assert f"{first.label(lang)}: {first.message(lang)}" in lines
     assert whole.message(lang) in lines
     assert "it-admin@" in text and "it-admin@" in html           # the values as written
-    assert renderer.blank_form(lang) in text
+    assert renderer.blank_form(lang) in text.replace("\r\n", "\n")
     for label in FORM_LABELS[lang]:
         assert f"{label}: " in html
 
@@ -428,6 +428,13 @@ def test_international_domains_are_sent_as_a_labels(renderer: Renderer) -> None:
     email = compose(renderer, "activation", "de", context("activation", "de", renderer), to=["kunde@bücher.example"])
     assert email.to == ("kunde@xn--bcher-kva.example",)
     assert parse(email)["To"] == "kunde@xn--bcher-kva.example"
+
+
+def test_a_non_ascii_local_part_makes_an_smtputf8_message(renderer: Renderer) -> None:
+    email = compose(renderer, "activation", "de", context("activation", "de", renderer), to=["jörg@bücher.example"])
+    assert email.to == ("jörg@xn--bcher-kva.example",)
+    assert "To: jörg@xn--bcher-kva.example\r\n".encode() in email.raw
+    assert parse(email)["To"] == "jörg@xn--bcher-kva.example"
 
 
 @pytest.mark.parametrize("bad", ["two words@x", "a@b\r\nBcc: e@x", "<a@b> <c@d>", "no-at"])

@@ -399,6 +399,7 @@ def test_long_user_text_is_shortened_in_problems() -> None:
 
 SAMPLE_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "too_short": (("min", "2"),),
+    "too_large": (("max", "25 MB"),),
     "too_long": (("max", "100"), ("length", "123")),
     "invalid_email": (("address", "nope"), ("reason", "the @ sign is missing")),
     "multiple_emails": (("count", "2"),),
@@ -411,7 +412,7 @@ SAMPLE_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
 CODES = [
     "no_form", "missing", "duplicate_field", "too_short", "too_long", "control_characters",
     "invalid_email", "multiple_emails", "invalid_domain", "customer_not_in_domain",
-    "too_many_users", "invalid_language", "domain_taken",
+    "too_many_users", "invalid_language", "domain_taken", "too_large",
 ]
 
 
@@ -421,7 +422,7 @@ def test_the_code_list_is_complete() -> None:
 
 @pytest.mark.parametrize("code", CODES)
 def test_every_code_has_an_english_and_a_german_message_using_its_params(code: str) -> None:
-    field = None if code == "no_form" else "account_name"
+    field = None if code in ("no_form", "too_large") else "account_name"
     problem = Problem(field, code, SAMPLE_PARAMS.get(code, ()))
     english, german = problem.message("en"), problem.message("de")
     assert english and german and english != german

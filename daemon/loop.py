@@ -38,11 +38,16 @@ def run(app: App, *, once: bool = False) -> None:
                 scheduler.run_pending()
                 outbox.drain(app)
                 failures = 0
-            except (MailboxError, peewee.OperationalError, peewee.InterfaceError) as exc:
-                # The server or the database is away: wait, then try again; nothing is lost meanwhile.
+            except MailboxError as exc:
+                # The mailbox reconnects inside wait(), with its own backoff and log lines.
+                log.warning("mailbox.unavailable", error=str(exc))
+                app.mailbox.wait(MAX_BACKOFF, app.stop)
+                continue
+            except (peewee.OperationalError, peewee.InterfaceError) as exc:
+                # The database is away: wait, then try again; nothing is lost meanwhile.
                 failures += 1
                 delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
-                log.error("loop.failed", error=f"{type(exc).__name__}: {exc}", retry_in=f"{delay:.1f}s")
+                log.error("database.unavailable", error=f"{type(exc).__name__}: {exc}", retry_in=f"{delay:.1f}s")
                 app.stop.wait(delay)
                 continue
             if once:

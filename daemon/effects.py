@@ -33,6 +33,13 @@ TRANSITION_EVENTS = {
 }
 
 
+# Answers to incoming mail: the only emails a mail loop can multiply, so the only ones the
+# loop guard may drop. Emails a transition sends are bounded by the state machine.
+ANSWER_KINDS = frozenset({"rejection", "help", "status", "late_reply"})
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+
+
 class ConcurrentChange(Exception):
     """The request changed under us (another instance or the CLI): roll back and retry."""
 
@@ -42,6 +49,7 @@ class Effects:
     renderer: Renderer
     now: dt.datetime
     answering: ParsedMessage | None = None      # the incoming email our answers thread to
+    max_per_hour: int = 0                       # loop guard: answers to one address per hour (0: off)
     logs: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
     queued: int = 0
 
@@ -74,8 +82,26 @@ class Effects:
         for mail in t.mails:
             self.send(mail, req)
 
-    def send(self, mail: Mail, req: Request | None, *, lang: str | None = None) -> OutboxRow:
+    def suppressed(self, mail: Mail) -> str | None:
+        """The loop guard (DESIGN §3): why an answer must not go out now, or None."""
+        if mail.kind not in ANSWER_KINDS:
+            return None
+        recent = OutboxRow.select().where((OutboxRow.recipient == mail.to) & (OutboxRow.created_at > self.now - HOUR))
+        if self.max_per_hour and recent.count() >= self.max_per_hour:
+            return "rate_limit"
+        if mail.topic and OutboxRow.select().where(
+                (OutboxRow.recipient == mail.to) & (OutboxRow.topic == mail.topic)
+                & (OutboxRow.created_at > self.now - DAY)).exists():
+            return "same_answer_today"
+        return None
+
+    def send(self, mail: Mail, req: Request | None, *, lang: str | None = None) -> OutboxRow | None:
         """Render `mail` now and queue it; the bytes and Message-ID are final from here on."""
+        reason = self.suppressed(mail)
+        if reason is not None:
+            self.warn("email.suppressed", ref=req.ref if req is not None else None, kind=mail.kind, to=mail.to,
+                      reason=reason)
+            return None
         token = new_token() if mail.party else None
         ref = req.ref if req is not None else None
         domain = self.renderer.from_addr.rpartition("@")[2]
@@ -96,7 +122,8 @@ class Effects:
         )
         row = OutboxRow.create(request_id=req.id if req is not None else None, kind=mail.kind,
                                recipient=mail.to, message_id=message_id, raw=email.raw,
-                               state=OutboxState.queued.value, created_at=self.now, next_try_at=self.now)
+                               state=OutboxState.queued.value, created_at=self.now, next_try_at=self.now,
+                               topic=mail.topic)
         if req is not None:
             self.event(req, "email.queued", kind=mail.kind, to=mail.to, outbox=row.id)
         self.queued += 1

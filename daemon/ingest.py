@@ -7,6 +7,7 @@ Handling the same message again finds that row and creates nothing new.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -32,9 +33,6 @@ from parsers.validate import Problem, ValidRequest, request_language, validate
 if TYPE_CHECKING:
     from daemon.app import App
 
-ANSWER_KINDS = frozenset({"rejection", "help", "status", "late_reply"})
-
-
 @dataclass
 class Outcomes:
     outcome: Outcome
@@ -53,57 +51,68 @@ def idempotency_key(msg: ParsedMessage) -> str:
 def handle(app: App, item: InboxMessage) -> Folder:
     """Everything one message causes, committed at once; returns the folder to file it in."""
     msg = parse_message(item.raw)
-    key = idempotency_key(msg)
     now = app.clock.now()
-    effects = Effects(app.renderer, now, answering=msg)
+    row = _begin_attempt(app, msg, item, now)
+    if row.handled_at is not None:
+        log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=row.folder)
+        return Folder(row.folder)
+    if row.attempts > app.config.mailbox.max_attempts:
+        # Counted before each attempt, so a message that kills the process is caught here.
+        return _quarantine(app, row, item, msg, "the daemon stopped while handling it", now)
+    effects = Effects(app.renderer, now, answering=msg,
+                      max_per_hour=app.config.workflow.max_emails_per_address_per_hour)
     with app.db.atomic():
-        seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
-        if seen is not None and seen.handled_at is not None:
-            log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
-            return Folder(seen.folder)
         if item.truncated:
             result = _too_large(app, effects, msg, item.size)
         else:
             intent = cl.classify(msg, partner_domains=app.config.workflow.partner_domains,
                                  own_address=app.renderer.from_addr)
             result = HANDLERS[type(intent)](app, effects, msg, intent)
-        fields: dict[str, Any] = dict(
-            message_id=msg.message_id, sender=msg.sender, subject=msg.subject[:1000], size=item.size,
-            mailbox_key=item.key, handled_at=now, outcome=result.outcome.value, folder=result.folder.value,
-            request_id=result.request_id,
-        )
-        if seen is None:
-            IncomingMessage.create(key=key, received_at=now, **fields)
-        else:
-            IncomingMessage.update(**fields).where(IncomingMessage.id == seen.id).execute()
+        (IncomingMessage
+         .update(handled_at=now, outcome=result.outcome.value, folder=result.folder.value,
+                 request_id=result.request_id, last_error=None)
+         .where(IncomingMessage.id == row.id).execute())
     effects.flush_log()
     return result.folder
 
 
-def record_failure(app: App, item: InboxMessage, exc: BaseException) -> Folder | None:
-    """Count a failed attempt in the database; after max_attempts the message goes to quarantine."""
-    msg = parse_message(item.raw)
+def _begin_attempt(app: App, msg: ParsedMessage, item: InboxMessage, now: dt.datetime) -> IncomingMessage:
+    """Record the attempt before any effect, in its own commit (DESIGN §4: retries are counted)."""
     key = idempotency_key(msg)
-    now = app.clock.now()
-    error = f"{type(exc).__name__}: {exc}"[:1000]
     with app.db.atomic():
-        row, _ = IncomingMessage.get_or_create(
-            key=key, defaults=dict(message_id=msg.message_id, sender=msg.sender, subject=msg.subject[:1000],
-                                   size=item.size, mailbox_key=item.key, received_at=now))
-        row.attempts += 1
-        row.last_error = error
-        quarantine = row.attempts >= app.config.mailbox.max_attempts
-        row.outcome = (Outcome.quarantined if quarantine else Outcome.failed).value
-        if quarantine:
-            row.folder = Folder.quarantine.value
-            row.handled_at = now
-        row.save()
-    if quarantine:
-        log.error("message.quarantined", key=item.key, message_id=msg.message_id, sender=msg.sender,
-                  attempts=row.attempts, error=error)
-        return Folder.quarantine
+        (IncomingMessage
+         .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
+                 subject=msg.subject[:1000], size=item.size, mailbox_key=item.key, received_at=now, attempts=1)
+         .on_conflict(conflict_target=[IncomingMessage.key],
+                      update={IncomingMessage.attempts: IncomingMessage.attempts + 1,
+                              IncomingMessage.mailbox_key: item.key},
+                      where=IncomingMessage.handled_at.is_null())
+         .execute())
+        return IncomingMessage.get(IncomingMessage.key == key)
+
+
+def record_failure(app: App, item: InboxMessage, exc: BaseException) -> Folder | None:
+    """After a failed attempt: quarantine once max_attempts are used up, else leave it for a retry."""
+    msg = parse_message(item.raw)
+    row = IncomingMessage.get_or_none(IncomingMessage.key == idempotency_key(msg))
+    error = f"{type(exc).__name__}: {exc}"[:1000]
+    if row is None:  # the attempt was never recorded: the database itself is failing
+        raise exc
+    if row.attempts >= app.config.mailbox.max_attempts:
+        return _quarantine(app, row, item, msg, error, app.clock.now())
+    IncomingMessage.update(outcome=Outcome.failed.value, last_error=error).where(IncomingMessage.id == row.id).execute()
     log.warning("message.failed", key=item.key, message_id=msg.message_id, attempts=row.attempts, error=error)
     return None
+
+
+def _quarantine(app: App, row: IncomingMessage, item: InboxMessage, msg: ParsedMessage, error: str,
+                now: dt.datetime) -> Folder:
+    (IncomingMessage
+     .update(outcome=Outcome.quarantined.value, folder=Folder.quarantine.value, handled_at=now, last_error=error)
+     .where(IncomingMessage.id == row.id).execute())
+    log.error("message.quarantined", key=item.key, message_id=msg.message_id, sender=msg.sender,
+              attempts=row.attempts, error=error)
+    return Folder.quarantine
 
 
 # --- one handler per kind of intent ------------------------------------------------------------
@@ -285,7 +294,8 @@ def _open_ref(domain: str) -> str | None:
 
 
 def _rejection(app: App, to: str, problems: list[Problem], values: list[tuple[str, str]], lang: str) -> Mail:
-    return Mail("rejection", to, thread=True,
+    topic = "rejection:" + ",".join(sorted({f"{p.field or 'form'}:{p.code}" for p in problems}))
+    return Mail("rejection", to, thread=True, topic=topic[:200],
                 extra={"problems": problems, "values": values, **_form_extra(app, lang)})
 
 

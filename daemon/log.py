@@ -55,6 +55,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         parts = [_timestamp(record), record.levelname, record.getMessage()]
         for key, value in getattr(record, "fields", {}).items():
+            if value is None:
+                continue
             text = _clean(key, value)
             if not text or _NEEDS_QUOTES.search(text):
                 text = json.dumps(text, ensure_ascii=False)
@@ -68,7 +70,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         obj = {"time": _timestamp(record), "level": record.levelname, "event": record.getMessage()}
         for key, value in getattr(record, "fields", {}).items():
-            obj[key] = _clean(key, value)
+            if value is not None:
+                obj[key] = _clean(key, value)
         if record.exc_info:
             obj["exception"] = self.formatException(record.exc_info)[-2000:]
         return json.dumps(obj, ensure_ascii=False)

@@ -63,6 +63,7 @@ class Mail:
     actions: tuple[str, ...] = ()         # ...allowing these keywords
     extra: dict[str, Any] = field(default_factory=dict)  # more template context
     thread: bool = False                  # In-Reply-To the message being answered
+    topic: str | None = None              # an answer's subject matter: sent to one address once a day
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,11 @@ STEPS: list[tuple[int, str, list[str]]] = [
             last_uid {bigint} NOT NULL
         )""",
     ]),
+    (2, "outbox topic for the loop guard", [
+        # What an answer is about (e.g. the problems of a rejection), so the same one goes
+        # to a sender at most once a day (loop guard).
+        "ALTER TABLE outbox ADD COLUMN topic VARCHAR(200)",
+    ]),
 ]
 
 LATEST = STEPS[-1][0]

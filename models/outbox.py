@@ -28,6 +28,7 @@ class OutboxRow(BaseModel):
     next_try_at = UtcDateTimeField()
     sent_at = UtcDateTimeField(null=True)
     last_error = peewee.TextField(null=True)
+    topic = peewee.CharField(max_length=200, null=True)
 
     class Meta:
         table_name = "outbox"

@@ -176,7 +176,9 @@ def test_bad_input_gets_a_clear_outcome_and_the_messages_after_it_are_handled(in
     assert folders["big"] == "Processed"
     assert folders["after"] == "Processed"
     to_paula = [s for s in install.sent() if s.to == "paula@partner.example"]
-    assert len(to_paula) == 5  # two "no form" rejections, three reviews (charset, big, after)
+    # One "no form" rejection (the loop guard holds back the same answer the same day), three reviews.
+    assert len(to_paula) == 4
+    assert "WARNING email.suppressed kind=rejection to=paula@partner.example reason=same_answer_today" in install.log()
     assert {r["account_domain"] for r in install.requests()} == {"xylo.example", "big.example", "after.example"}
     assert "Traceback" not in install.log()
 

@@ -108,6 +108,7 @@ class ImapMailbox:
         self._last_uid = saved[1] if saved else 0
         self._saved = saved
         self._pending: set[int] = set()    # yielded, not filed yet
+        self._seen_up_to = 0               # the highest UID the last fetch() found
         self._filed: set[int] = set()      # filed, above the cursor
         self._failures = 0                 # connection attempts failed in a row
         self._next_attempt = 0.0           # monotonic time of the next connection attempt
@@ -127,6 +128,7 @@ class ImapMailbox:
         self._do("NOOP", lambda c: c.noop())         # lets the server announce mail delivered since
         found = self._do("UID SEARCH", lambda c: c.search(["UID", f"{low}:*"]))
         uids = sorted(int(u) for u in found if int(u) > self._last_uid)
+        self._seen_up_to = max(uids, default=self._last_uid)
         self._pending &= set(uids)        # pending ones that vanished were filed by someone else
         for start in range(0, len(uids), SIZE_BATCH):
             chunk = uids[start:start + SIZE_BATCH]
@@ -253,6 +255,7 @@ class ImapMailbox:
             log.warning("imap.uidvalidity_changed", folder=self._cfg.folder, old=self._uidvalidity,
                         new=validity, action="full_resync")
             self._last_uid = 0
+            self._seen_up_to = 0
             self._pending.clear()
             self._filed.clear()
         self._uidvalidity = validity
@@ -460,6 +463,10 @@ class ImapMailbox:
             _text, responses = client.noop()     # keepalive, and news that came before IDLE
             self.last_contact = time.monotonic()
             if _has_news(responses):
+                return True
+            # An EXISTS announced during an earlier command (a MOVE, say) was swallowed with that
+            # command's answer, and IDLE only reports what comes after it: ask once, explicitly.
+            if any(int(u) > self._seen_up_to for u in client.search(["UID", f"{self._seen_up_to + 1}:*"])):
                 return True
             client.idle()
             started = time.monotonic()

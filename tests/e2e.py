@@ -13,13 +13,16 @@ import email.utils
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 SMARTACCT = str(Path(sys.executable).parent / "smartacct")
 TOKEN_FOOTER = re.compile(r"Ref: (SA-\d{6,}) · Code: ([a-z2-7]{26})")
@@ -61,6 +64,8 @@ class Sent:
 class Install:
     root: Path
     extra_config: str = ""
+    backends: str = ('[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
+                     '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n')
     env: dict[str, str] = field(default_factory=dict)
     _counter: int = 0
     _seen: set[Path] = field(default_factory=set)
@@ -88,9 +93,7 @@ class Install:
         if extra is not None:
             self.extra_config = extra
         self.config.write_text(
-            '[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
-            '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n'
-            '[database]\nurl = "sqlite:///var/smartacct.db"\n'
+            self.backends + '[database]\nurl = "sqlite:///var/smartacct.db"\n'
             f'[logging]\nfile = "smartacct.log"\n{self.extra_config}'
         )
 
@@ -152,6 +155,49 @@ class Install:
         fresh = [s for s in self.sent() if s.path not in self._seen]
         self._seen.update(s.path for s in fresh)
         return fresh
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {probe}")
+        time.sleep(0.05)
+
+
+class Daemon:
+    """`smartacct run` as a long-running subprocess."""
+
+    def __init__(self, install: Install) -> None:
+        self.install = install
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        starts = self.install.log().count("daemon.started")
+        self.proc = subprocess.Popen([SMARTACCT, "-c", str(self.install.config), "run"], cwd=self.install.root,
+                                     env={**os.environ, **self.install.env}, text=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.install.log().count("daemon.started") > starts)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=15)
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def as_sent(raw: bytes) -> Sent:
+    """An email read from a real mailbox, for reply()."""
+    return Sent(Path("imap"), _parse(raw))
 
 
 def _parse(raw: bytes) -> EmailMessage:

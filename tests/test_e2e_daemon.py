@@ -3,55 +3,14 @@ by itself, runs the scheduled checks on its own clock, stops cleanly on SIGTERM 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Iterator
 
 import pytest
 
-from e2e import SMARTACCT, Install, Sent, good_fields, reply, request_email
-
-T = TypeVar("T")
+from e2e import Daemon, Install, Sent, good_fields, reply, request_email, wait_for
 PARTNER = "paula@partner.example"
 CUSTOMER = "carla@acme.example"
-
-
-def wait_for(probe: Callable[[], T], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {probe}")
-        time.sleep(0.05)
-
-
-class Daemon:
-    def __init__(self, install: Install) -> None:
-        self.install = install
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([SMARTACCT, "-c", str(self.install.config), "run"], cwd=self.install.root,
-                                     env={**os.environ, **self.install.env}, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for(lambda: "daemon.started" in self.install.log())
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=15)
-        self.proc = None
-        return code
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

@@ -267,7 +267,7 @@ def _too_large(app: App, fx: Effects, msg: ParsedMessage, size: int) -> Outcomes
     limit = app.config.mailbox.max_message_size
     fx.warn("message.too_large", sender=msg.sender, size=size, limit=limit)
     if msg.sender and not msg.is_automatic and cl.sender_allowed(msg.sender, app.config.workflow.partner_domains):
-        problem = Problem(None, "too_large", (("max", f"{limit // 1_000_000} MB"),))
+        problem = Problem(None, "too_large", (("max", _human_size(limit)),))
         lang = app.config.workflow.default_language
         fx.send(_rejection(app, msg.sender, [problem], [], lang), None, lang=lang)
         return Outcomes(Outcome.rejected, Folder.rejected)
@@ -305,6 +305,10 @@ def _echo(fields: dict[str, str], lang: str) -> list[tuple[str, str]]:
 
 def _form_extra(app: App, lang: str) -> dict[str, Any]:
     return {"form": app.renderer.blank_form(lang)}
+
+
+def _human_size(size: int) -> str:
+    return f"{size / 1_000_000:g} MB" if size >= 1_000_000 else f"{size / 1000:g} KB"
 
 
 def _json_list(values: tuple[str, ...]) -> str:

@@ -219,3 +219,17 @@ def test_requests_show_has_the_timeline(install: Install) -> None:
     assert shown["emails"][0]["kind"] == "review" and shown["emails"][0]["state"] == "sent"
     text = install.cli("requests", "show", "SA-000001").stdout
     assert "timeline:" in text and "request.created" in text
+
+
+def test_a_message_over_the_size_limit_is_not_read_and_its_sender_is_told(install: Install) -> None:
+    install.backends = install.backends.replace('path = "var/inbox"\n', 'path = "var/inbox"\nmax_message_size = "100KB"\n')
+    install.write_config()
+    big = request_email(good_fields(note_to_customer="x" * 200_000))
+    name = install.drop(big)
+    install.run_once()
+    [told] = install.sent()
+    assert told.to == "paula@partner.example"
+    assert "larger than 100 KB" in told.text
+    assert install.requests() == []
+    assert install.folder_of(name) == "Rejected"
+    assert "WARNING message.too_large sender=paula@partner.example" in install.log()

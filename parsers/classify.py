@@ -76,6 +76,8 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     if command is not None and command.keyword is Keyword.HELP:
         return CommandMail(command)
     form = parse_form(msg.text)
+    if not form.found and msg.attachment_text:
+        form = parse_form(msg.attachment_text)  # "see the attached form"
     if form.found:
         return NewRequest(form)
     if command is not None or find_refs(msg):

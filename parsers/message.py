@@ -1,13 +1,14 @@
 """Raw bytes -> ParsedMessage, with mail-parser. Never raises on bad input (DESIGN §4).
 
-The message is parsed once (mail-parser over the stdlib compat32 tree); headers
-are indexed once and every later look-up reads that index. Classification
-(auto-reply, bounce) lives in `parsers.message` too because it needs the MIME
-tree, which is not kept in ParsedMessage.
+The message is parsed once (mail-parser over the stdlib compat32 tree), its headers
+indexed once and its MIME tree walked once, with bounds. What that yields, as plain
+strings, goes to `parsers.automatic` (auto-reply and bounce signals) and
+`parsers.html_text` (HTML-only bodies), which never see bytes or MIME.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import codecs
 import datetime as dt
@@ -18,15 +19,26 @@ import email.message
 import email.parser
 import email.utils
 import hashlib
-import html
+import logging
+import quopri
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 
 import mailparser
 
+from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids
+from parsers.html_text import html_to_text
+
+__all__ = ["ParsedMessage", "html_to_text", "parse_message"]
+
+# mail-parser logs a WARNING ("Email content 'rfc822-headers' not handled") for ordinary
+# mail on "mailparser.core"; its loggers all sit under "mailparser". Our log is one
+# structured line per event (DESIGN §7), so only its errors may reach it.
+logging.getLogger("mailparser").setLevel(logging.ERROR)
+
 MAX_TEXT = 1_000_000          # characters of body text kept (bounds later regex work)
+MAX_ATTACHMENT_TEXT = 1_000_000  # characters of attached .txt files kept, all files together
 MAX_PARTS = 1_000             # MIME parts inspected for classification
 MAX_HTML = 4_000_000          # characters of HTML fed to the converter
 MAX_ADDRESS_HEADER = 20_000  # characters of one address header given to the parser
@@ -55,6 +67,9 @@ class ParsedMessage:
     content_hash: str                 # sha256 hex of the raw bytes
     size: int                         # len(raw)
     defects: tuple[str, ...] = field(default=())  # parse problems worth a log line
+    # Every attached .txt file, blank-line separated, even when `text` comes from the body:
+    # partners write "see attached form" and attach form.txt (DESIGN §2).
+    attachment_text: str = ""
 
     @property
     def is_automatic(self) -> bool:
@@ -75,38 +90,42 @@ def parse_message(raw: bytes) -> ParsedMessage:
     hdr = _Headers(msg)
     parts = _Parts(msg, defects)
 
-    text, source = _choose_text(plains, htmls, parts.txt_attachment)
+    text, source = _choose_text(plains, htmls, parts.attachments[0] if parts.attachments else "")
     if len(text) > MAX_TEXT:
         text = text[:MAX_TEXT]
         defects.append("text truncated")
+    attachment_text = "\n\n".join(parts.attachments)
+    if len(attachment_text) > MAX_ATTACHMENT_TEXT or parts.attachments_dropped:
+        attachment_text = attachment_text[:MAX_ATTACHMENT_TEXT]
+        defects.append("attachment text truncated")
 
     from_name, from_addr = _first_address(hdr.raw("from"))
+    reply_to = _first_address(hdr.raw("reply-to"))[1]
     subject = _collapse(hdr.text("subject"))
     return_path = _return_path(hdr.raw("return-path"))
-    facts = _Facts(
-        hdr=hdr,
-        parts=parts,
+    facts = MailFacts(
+        headers=hdr.index,
         subject=subject,
         sender=from_addr,
         sender_name=from_name,
         from_raw=_collapse(hdr.text("from")).lower(),
+        sender_header=_first_address(hdr.raw("sender"))[1],
+        reply_to=reply_to,
         return_path=return_path,
-        has_from="from" in hdr,
+        part_types=frozenset(parts.types),
+        report_types=frozenset(parts.report_types),
+        dsn_texts=tuple(parts.dsn_texts),
+        returned_ids=tuple(parts.returned_ids),
+        returned_headers=tuple(parts.returned_headers),
+        text=text,
     )
-    auto = _auto_marks(facts)
-    bounce = _bounce_marks(facts)
-    status: str | None = None
-    bounced: tuple[str, ...] = ()
-    if bounce:
-        status = parts.worst_status or _legacy_status(text)
-        bounced = tuple(_dedupe([*parts.original_ids, *_ids(hdr.raw("original-message-id")),
-                           *_ids(hdr.raw("x-original-message-id")), *_legacy_original_ids(text)]))[:MAX_IDS]
+    bounce = bounce_marks(facts)
 
     return ParsedMessage(
         message_id=_first(_ids(hdr.raw("message-id"), loose=True)),
         sender=from_addr,
         sender_name=from_name,
-        reply_to=_first_address(hdr.raw("reply-to"))[1],
+        reply_to=reply_to,
         recipients=_recipients(hdr),
         subject=subject,
         date=_date(hdr.raw("date")),
@@ -115,14 +134,15 @@ def parse_message(raw: bytes) -> ParsedMessage:
         text=text,
         text_source=source,
         return_path=return_path,
-        auto_marks=auto,
+        auto_marks=auto_marks(facts),
         bounce_marks=bounce,
-        bounce_status=status,
-        bounced_message_ids=bounced,
+        bounce_status=bounce_status(facts) if bounce else None,
+        bounced_message_ids=bounced_message_ids(facts) if bounce else (),
         authentication_results=tuple(_unfold(v) for v in hdr.all_raw("authentication-results")),
         content_hash=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
         defects=tuple(_dedupe(defects)),
+        attachment_text=attachment_text,
     )
 
 
@@ -196,13 +216,15 @@ def _is_attachment(part: email.message.Message) -> bool:
 
 
 def _part_text(part: email.message.Message) -> str:
+    return _decode_bytes(_part_bytes(part), _charset(part))
+
+
+def _part_bytes(part: email.message.Message) -> bytes:
     try:
         payload = part.get_payload(decode=True)
     except (ValueError, TypeError, LookupError, binascii.Error):
-        return ""
-    if not isinstance(payload, bytes):
-        return ""
-    return _decode_bytes(payload, _charset(part))
+        return b""
+    return payload if isinstance(payload, bytes) else b""
 
 
 def _charset(part: email.message.Message) -> str | None:
@@ -264,26 +286,20 @@ def _normalise(text: str) -> str:
 # --------------------------------------------------------------------------- headers
 
 class _Headers:
-    """Headers indexed once by lower-case name; values unfolded and 8-bit safe."""
+    """Headers indexed once by lower-case name, in order; values 8-bit safe but still folded."""
 
     def __init__(self, msg: email.message.Message) -> None:
         index: dict[str, list[str]] = {}
         for name, value in msg.raw_items():
             index.setdefault(str(name).strip().lower(), []).append(_raw_header_str(value))
-        self._index = index
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._index
-
-    def names(self) -> Iterable[str]:
-        return self._index.keys()
+        self.index: Mapping[str, tuple[str, ...]] = {name: tuple(values) for name, values in index.items()}
 
     def raw(self, name: str) -> str:
-        values = self._index.get(name)
+        values = self.index.get(name)
         return values[0] if values else ""
 
-    def all_raw(self, name: str) -> list[str]:
-        return self._index.get(name, [])
+    def all_raw(self, name: str) -> tuple[str, ...]:
+        return self.index.get(name, ())
 
     def text(self, name: str) -> str:
         return _decode_words(self.raw(name))
@@ -342,6 +358,10 @@ def _first(values: tuple[str, ...]) -> str | None:
     return values[0] if values else None
 
 
+# One addr-spec and nothing else: what we can safely write into a To header (no names, lists, CR/LF).
+_BARE_ADDRESS = re.compile(r'[^\s\x00-\x1f\x7f<>(),;:@"\[\]\\]+@[^\s\x00-\x1f\x7f<>(),;:@"\[\]\\]+')
+
+
 def _addresses(value: str) -> list[tuple[str, str]]:
     if not value:
         return []
@@ -353,7 +373,7 @@ def _addresses(value: str) -> list[tuple[str, str]]:
     out = []
     for name, addr in pairs:
         addr = addr.strip().strip("<>").lower()
-        out.append((_collapse(_decode_words(name)), addr if "@" in addr else ""))
+        out.append((_collapse(_decode_words(name)), addr if _BARE_ADDRESS.fullmatch(addr) else ""))
     return out
 
 
@@ -412,14 +432,17 @@ def _dedupe(values: Iterable[str]) -> list[str]:
 # --------------------------------------------------------------------------- MIME facts
 
 class _Parts:
-    """What classification needs from the MIME tree, gathered in one bounded walk."""
+    """What classification and `attachment_text` need from the MIME tree, in one bounded walk."""
 
     def __init__(self, msg: email.message.Message, defects: list[str]) -> None:
         self.types: set[str] = set()
         self.report_types: set[str] = set()
-        self.statuses: list[str] = []
-        self.original_ids: list[str] = []
-        self.txt_attachment = ""
+        self.dsn_texts: list[str] = []
+        self.returned_ids: list[str] = []
+        self.returned_headers: list[str] = []
+        self.attachments: list[str] = []     # attached .txt files, decoded and normalised, in MIME order
+        self.attachments_dropped = False     # one was left out: MAX_ATTACHMENT_TEXT already reached
+        kept = 0
         count = 0
         for part in _walk(msg):
             count += 1
@@ -428,359 +451,84 @@ class _Parts:
             if ctype == "multipart/report":
                 self.report_types.add(str(part.get_param("report-type") or "").lower())
             elif ctype in ("message/delivery-status", "message/global-delivery-status"):
-                self._read_dsn(part)
+                self.dsn_texts.append(_dsn_text(part))
             elif ctype in ("message/rfc822", "message/global"):
                 inner = part.get_payload()
                 if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
-                    self.original_ids.extend(_ids(_raw_header_str(inner[0].get("message-id", "")), loose=True))
+                    self.returned_ids.extend(_ids(_raw_header_str(inner[0].get("message-id", "")), loose=True))
             elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-                self.original_ids.extend(_legacy_original_ids(_part_text(part)))
-            elif not self.txt_attachment and _is_txt_attachment(part, ctype):
-                self.txt_attachment = _part_text(part)
+                self.returned_headers.append(_part_text(part))
+            elif _is_txt_attachment(part, ctype):
+                if kept >= MAX_ATTACHMENT_TEXT:
+                    self.attachments_dropped = True
+                    continue
+                text = _normalise(_file_text(part))
+                if text:
+                    self.attachments.append(text)
+                    kept += len(text)
         if count >= MAX_PARTS:
             defects.append("too many MIME parts; rest ignored")
 
-    def _read_dsn(self, part: email.message.Message) -> None:
-        payload = part.get_payload()
-        blocks = payload if isinstance(payload, list) else []
-        texts = [_raw_header_str(v) for b in blocks if isinstance(b, email.message.Message)
-                 for v in b.get_all("status", [])]
-        for b in blocks:
-            if isinstance(b, email.message.Message):
-                for name in ("original-message-id", "x-original-message-id"):
-                    self.original_ids.extend(_ids(_raw_header_str(b.get(name, ""))))
-        if isinstance(payload, str):
-            texts.extend(re.findall(r"(?im)^status:\s*(\S+)", payload))
-        self.statuses.extend(m.group(0) for t in texts if (m := _STATUS.search(t)))
-
-    @property
-    def worst_status(self) -> str | None:
-        return _worst(self.statuses)
-
-
-_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
-
-
-def _worst(statuses: list[str]) -> str | None:
-    """RFC 3463: class 5 (permanent) beats 4 (transient) beats 2; first wins a tie."""
-    best: str | None = None
-    for status in statuses:
-        if best is None or status[0] > best[0]:
-            best = status
-    return best
-
 
 def _is_txt_attachment(part: email.message.Message, ctype: str) -> bool:
+    """A file named *.txt, or an unnamed text/plain attachment. A named non-.txt file is not
+    one even as text/plain: a broken Content-Type makes a JPEG text/plain by default."""
     if ctype.startswith("multipart/") or ctype.startswith("message/"):
         return False
     try:
-        filename = part.get_filename() or ""
+        filename = str(part.get_filename() or "").strip().lower()
     except (ValueError, TypeError, LookupError):
         filename = ""
-    return str(filename).lower().endswith(".txt") or (ctype == "text/plain" and _is_attachment(part))
+    return filename.endswith(".txt") or (ctype == "text/plain" and _is_attachment(part) and "." not in filename)
 
 
-_LEGACY_STATUS = re.compile(r"(?im)(?:^\s*status:\s*|\b[45]\d\d[ -]#?)([45]\.\d{1,3}\.\d{1,3})\b")
-_LEGACY_ID = re.compile(r"(?im)^[ \t>]*(?:original-)?message-id:\s*<([^<>\s]+)>")
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 
 
-def _legacy_status(text: str) -> str | None:
-    """Text-only bounces (qmail, Exim, Exchange NDR) often still name an enhanced status code."""
-    return _worst([m.group(1) for m in _LEGACY_STATUS.finditer(text[:200_000])])
+def _file_text(part: email.message.Message) -> str:
+    """Like a body part, but a byte-order mark wins over the charset: Notepad writes one, and
+    its "Unicode" files are UTF-16, which mail clients attach with no or a wrong charset."""
+    data = _part_bytes(part)
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            return data.decode(codec, "replace")
+    return _decode_bytes(data, _charset(part))
 
 
-def _legacy_original_ids(text: str) -> list[str]:
-    return _LEGACY_ID.findall(text[:500_000])[:MAX_IDS]
+def _dsn_text(part: email.message.Message) -> str:
+    """A delivery-status part as "Name: value" text. The stdlib splits it into field blocks but
+    never undoes a transfer encoding: RFC 6533 allows one on the part, and some gateways
+    base64 a block behind a Content-Transfer-Encoding field (mimekit__bounce.eml)."""
+    encoding = _transfer_encoding(part)
+    payload = part.get_payload()
+    if isinstance(payload, str):
+        return _undo_transfer_encoding(payload, encoding)
+    chunks: list[str] = []
+    for block in payload if isinstance(payload, list) else []:
+        if not isinstance(block, email.message.Message):
+            continue
+        lines = [f"{name}: {_raw_header_str(value)}" for name, value in block.raw_items()]
+        encoding = _transfer_encoding(block) or encoding
+        body = block.get_payload()
+        if isinstance(body, str) and body.strip():
+            lines.append(_undo_transfer_encoding(body, encoding))
+        chunks.append("\n".join(lines))
+    return "\n\n".join(chunks)
 
 
-# --------------------------------------------------------------------------- classification
-
-@dataclass(frozen=True)
-class _Facts:
-    hdr: _Headers
-    parts: _Parts
-    subject: str
-    sender: str | None
-    sender_name: str
-    from_raw: str
-    return_path: str | None
-    has_from: bool
+def _transfer_encoding(part: email.message.Message) -> str:
+    return str(part.get("content-transfer-encoding") or "").strip().lower()
 
 
-_PRECEDENCE = {"bulk", "junk", "list", "auto_reply", "auto-reply"}
-# Present at all -> machine-made. RFC 3834 §3.1.5 and the vendor headers autoresponders,
-# ticket systems, list managers and ESPs add; X-Auto-Response-Suppress is NOT here
-# (Exchange puts it on human replies).
-_AUTO_HEADERS = (
-    "x-autoreply", "x-autorespond", "x-auto-reply", "x-autoreply-from", "x-mail-autoreply",
-    "x-loop", "x-ms-exchange-inbox-rules-loop", "x-ms-exchange-generated-message-source",
-    "x-autogenerated", "x-auto-generated", "x-jira-fingerprint", "x-bugzilla-reason",
-    "x-bugzilla-type", "x-servicenow-generated", "x-github-reason", "x-gitlab-project",
-    "x-redmine-project", "x-bluebottle-request", "x-boxtrapper", "x-mailman-version",
-    "x-beenthere", "x-mailing-list", "mailing-list", "list-id", "list-unsubscribe",
-    "list-post", "x-campaign", "x-campaignid", "x-mc-user", "x-csa-complaints",
-    "x-rt-loop-prevention", "x-otrs-loop", "x-zammad-loop", "x-report-abuse",
-)
-_NOREPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|noreply)(?:[-_.+]|$)")
-_LIST_ROLE = re.compile(r"(?:^owner-|[-+](?:owner|request|bounces?)(?:[-+].*)?$)")
-_SYSTEM = {"daemon", "nobody", "cron", "www-data", "apache", "oracle", "nagios", "zabbix",
-           "jenkins", "logwatch", "anacron", "bounce", "bounces"}
-_SCRIPT_MAILER = re.compile(r"libwww-perl|mime::lite|swift ?mailer|phpmailer|python-requests", re.I)
-_OOO_SUBJECT = re.compile(
-    r"out of (?:the )?office|\bautomatic reply\b|\bauto[- ]?repl(?:y|ied)\b|\bauto[- ]?respon(?:se|der)\b"
-    r"|\bautomatische antwort\b|abwesenheitsnotiz|\babwesenheit\b|r[ée]ponse automatique"
-    r"|\bautomatyczna odpowied[zź]|respuesta autom[aá]tica|risposta automatica|resposta autom[aá]tica"
-    r"|automatisch antwoord|\bautosvar\b|^\s*auto:|\(automatic response\)|\[auto generated\]"
-    r"|^\s*vacation\b|\bvacation (?:alert|reply|notice|message|response)\b|\bon vacation\b"
-    r"|away from (?:my|the) (?:mail|e-?mail|office|desk)"
-    r"|^\s*complaint about message from|email feedback report|^\s*read:\s|^\s*gelesen:\s"
-    r"|^\s*lesebest[äa]tigung|^\s*return receipt\b",
-    re.IGNORECASE,
-)
-_RT_ID = re.compile(r"<rt-\d+\.\d+\.\d+-", re.IGNORECASE)   # Request Tracker's own notifications
-_REPLY_PREFIX = re.compile(r"^\s*(?:re|aw|sv|wg|fw|fwd|tr|r|i)\s*(?:\[\d+\])?\s*:", re.IGNORECASE)
-_TRANSACTIONAL_SUBJECT = re.compile(
-    r"\breceipt for your (?:payment|order|purchase)\b|\byour (?:order|payment) confirmation\b"
-    r"|\bihre rechnung\b|\bnewsletter\b|\[jira\]",
-    re.IGNORECASE,
-)
-_BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered mail|returned mail|returned to sender|delivery status notification"
-    r"|delivery (?:has )?failed|delivery failure|mail delivery failed|failure notice"
-    r"|nondeliverable|non-delivery|unzustellbar|nicht zustellbar|delivery notification"
-    r"|could not be delivered|warning: could not send|mail system error|delayed mail"
-    r"|message not delivered|niedostarczon|non recapitabile|no se pudo entregar",
-    re.IGNORECASE,
-)
-_DAEMON = re.compile(r"mailer-daemon|mail delivery (?:subsystem|system)|\bpostmaster\b", re.IGNORECASE)
-
-
-def _local(addr: str | None) -> str:
-    return addr.rsplit("@", 1)[0] if addr and "@" in addr else (addr or "")
-
-
-def _auto_marks(f: _Facts) -> tuple[str, ...]:
-    marks: list[str] = []
-    hdr = f.hdr
-    for value in hdr.all_raw("auto-submitted"):
-        token = re.split(r"[\s;(]", value.strip().lower(), maxsplit=1)[0]
-        if token and token != "no":
-            marks.append(f"auto-submitted:{token}")
-    for name in ("precedence", "x-precedence"):
-        for value in hdr.all_raw(name):
-            token = value.strip().lower()
-            if token in _PRECEDENCE:
-                marks.append(f"{name}:{token}")
-    marks.extend(f"header:{name}" for name in _AUTO_HEADERS
-                 if name in hdr and not _is_no(hdr.raw(name)))
-    if hdr.raw("x-antispameurope-detected-infomail").strip().lower() == "yes":
-        marks.append("header:x-antispameurope-detected-infomail")
-    if f.return_path == "":
-        marks.append("return-path:null")
-    roles = {"from": f.sender, "sender": _first_address(hdr.raw("sender"))[1],
-             "reply-to": _first_address(hdr.raw("reply-to"))[1], "return-path": f.return_path}
-    for role, addr in roles.items():
-        local = _local(addr)
-        if _NOREPLY.search(local):
-            marks.append(f"{role}:noreply")
-        if _LIST_ROLE.search(local):
-            marks.append(f"{role}:list-role")
-        if local in _SYSTEM:
-            marks.append(f"{role}:system")
-    if _NOREPLY.search(f.from_raw):
-        marks.append("from:noreply")
-    if re.search(r"\bnewsletter\b", f.sender_name, re.IGNORECASE):
-        marks.append("from:newsletter")
-    if f.sender_name.lower().endswith(" via rt") or _RT_ID.match(hdr.raw("message-id").strip()):
-        marks.append("from:rt")
-    if "feedback-id" in hdr and not hdr.raw("in-reply-to") and not hdr.raw("references"):
-        # ESPs (SES, Mailchimp) stamp Feedback-ID on bulk and transactional mail; a
-        # person's reply to us always carries In-Reply-To/References, so only those pass.
-        marks.append("header:feedback-id")
-    mailer = " ".join(hdr.all_raw("x-mailer") + hdr.all_raw("user-agent"))
-    if _SCRIPT_MAILER.search(mailer):
-        marks.append("x-mailer:script")
-    parts = f.parts
-    if parts.report_types & {"disposition-notification", "feedback-report"} or (
-        parts.types & {"message/disposition-notification", "message/feedback-report"}
-    ):
-        marks.append("content-type:multipart/report")
-    if _OOO_SUBJECT.search(f.subject):
-        marks.append("subject:auto-reply")
-    if not _REPLY_PREFIX.match(f.subject) and _TRANSACTIONAL_SUBJECT.search(f.subject):
-        marks.append("subject:notification")
-    return tuple(_dedupe(marks))
-
-
-def _is_no(value: str) -> bool:
-    return value.strip().lower() in ("no", "false", "0")
-
-
-def _bounce_marks(f: _Facts) -> tuple[str, ...]:
-    marks: list[str] = []
-    parts = f.parts
-    if "delivery-status" in parts.report_types or "global-delivery-status" in parts.report_types:
-        marks.append("content-type:multipart/report;delivery-status")
-    if parts.types & {"message/delivery-status", "message/global-delivery-status"}:
-        marks.append("part:message/delivery-status")
-    if "x-failed-recipients" in f.hdr:
-        marks.append("header:x-failed-recipients")
-    if "x-ms-exchange-message-is-ndr" in f.hdr:
-        marks.append("header:x-ms-exchange-message-is-ndr")
-    local = _local(f.sender).lower()
-    daemon_from = local in ("mailer-daemon", "mailer_daemon", "mail-daemon") or (
-        f.sender is None and "mailer-daemon" in f.from_raw)
-    if daemon_from:
-        marks.append("from:mailer-daemon")
-    bounce_subject = bool(_BOUNCE_SUBJECT.search(f.subject)) and not _REPLY_PREFIX.match(f.subject)
-    if bounce_subject:
-        corroborated = (
-            f.return_path == "" or bool(marks) or not f.has_from
-            or _DAEMON.search(f.from_raw) is not None or "multipart/report" in parts.types
-            or "auto-submitted" in f.hdr
-        )
-        if corroborated:
-            marks.append("subject:bounce")
-    if local == "postmaster" and (marks or "multipart/report" in parts.types):
-        marks.append("from:postmaster")
-    if "multipart/report" in parts.types and (daemon_from or local == "postmaster"):
-        marks.append("content-type:multipart/report")
-    return tuple(_dedupe(marks))
-
-
-# --------------------------------------------------------------------------- HTML -> text
-
-_BLOCK = {
-    "p", "div", "section", "article", "header", "footer", "table", "tr", "ul", "ol", "li",
-    "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr", "dl", "dt", "dd", "address", "center",
-    "form", "fieldset", "main", "nav", "aside", "figure", "tbody", "thead", "tfoot", "body", "html",
-}
-_SKIP = {"script", "style", "head", "title", "template", "noscript", "object", "svg"}
-_VOID = {"br", "hr", "img", "meta", "link", "input", "area", "base", "col", "embed", "param",
-         "source", "track", "wbr"}
-
-
-class _HtmlText(HTMLParser):
-    """Blocks and <br> become line breaks; <blockquote> and mail clients' quote containers
-    become "> " lines, so reply parsing sees the quote (DESIGN §3)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = []
-        self.current: list[str] = []
-        self.stack: list[tuple[str, bool]] = []   # (tag, opened a quote level)
-        self.quote = 0
-        self.skip = 0
-        self.pre = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        tag = tag.lower()
-        if tag in _SKIP:
-            self.skip += 1
-            if tag not in _VOID:
-                self.stack.append((tag, False))
-            return
-        if tag == "br":
-            self._break(force=True)
-            return
-        if tag in _VOID:
-            if tag == "hr":
-                self._break()
-            return
-        quotes = tag == "blockquote" or _is_quote_container(attrs)
-        if tag in _BLOCK or quotes:
-            self._break()
-        if tag == "pre":
-            self.pre += 1
-        if tag in ("td", "th") and self.current:
-            self.current.append(" ")
-        if _is_reply_header(attrs):
-            self._break()
-            self.lines.append(self._prefix() + "_" * 32)
-        if quotes:
-            self.quote += 1
-        self.stack.append((tag, quotes))
-
-    def handle_endtag(self, tag: str) -> None:
-        tag = tag.lower()
-        if tag in _VOID:
-            return
-        # Close up to the matching open tag; tolerate unbalanced markup.
-        for i in range(len(self.stack) - 1, max(-1, len(self.stack) - 50), -1):
-            if self.stack[i][0] == tag:
-                for closed, quoted in reversed(self.stack[i:]):
-                    self._close(closed, quoted)
-                del self.stack[i:]
-                return
-
-    def _close(self, tag: str, quoted: bool) -> None:
-        if tag in _SKIP:
-            self.skip = max(0, self.skip - 1)
-            return
-        if tag in _BLOCK or quoted:
-            self._break()
-        if tag == "pre":
-            self.pre = max(0, self.pre - 1)
-        if quoted:
-            self.quote = max(0, self.quote - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self.skip:
-            return
-        if self.pre:
-            chunks = data.split("\n")
-            for i, chunk in enumerate(chunks):
-                if i:
-                    self._break(force=True)
-                self.current.append(chunk)
-            return
-        self.current.append(re.sub(r"[ \t\r\n\f\u200b]+", " ", data))
-
-    def _prefix(self) -> str:
-        return "> " * self.quote
-
-    def _break(self, force: bool = False) -> None:
-        line = "".join(self.current)
-        self.current = []
-        line = line.replace("\xa0", " ")
-        line = line.strip() if not self.pre else line.rstrip()
-        if line or force:
-            self.lines.append((self._prefix() + line).rstrip() if line else self._prefix().rstrip())
-
-    def result(self) -> str:
-        self._break()
-        text = "\n".join(self.lines)
-        return re.sub(r"\n{3,}", "\n\n", text).strip("\n")
-
-
-def _attr(attrs: list[tuple[str, str | None]], name: str) -> str:
-    for key, value in attrs:
-        if key.lower() == name:
-            return (value or "").lower()
-    return ""
-
-
-def _is_quote_container(attrs: list[tuple[str, str | None]]) -> bool:
-    """Gmail's gmail_quote, Yahoo's yahoo_quoted, Apple's type=cite and Thunderbird's moz-cite."""
-    cls = _attr(attrs, "class")
-    return ("gmail_quote" in cls.split() and "gmail_quote_container" not in cls) or "yahoo_quoted" in cls \
-        or _attr(attrs, "type") == "cite" or "moz-cite-prefix" in cls
-
-
-def _is_reply_header(attrs: list[tuple[str, str | None]]) -> bool:
-    """Outlook marks its "From:/Sent:" block with id=divRplyFwdMsg or a border-top style."""
-    ident = _attr(attrs, "id")
-    style = _attr(attrs, "style").replace(" ", "")
-    return ident.startswith("divrplyfwdmsg") or (
-        "border-top:solid" in style and ("#b5c4df" in style or "#e1e1e1" in style))
-
-
-def html_to_text(markup: str) -> str:
-    """Readable text of an HTML body; never raises."""
-    parser = _HtmlText()
+def _undo_transfer_encoding(text: str, encoding: str) -> str:
+    """base64 or quoted-printable text decoded; any other (or undecodable) text as it is."""
+    if encoding not in ("base64", "quoted-printable"):
+        return text
+    data = text.encode("ascii", "surrogateescape")
+    if encoding == "quoted-printable":
+        return _decode_bytes(quopri.decodestring(data), None)
+    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
     try:
-        parser.feed(markup)
-        parser.close()
-    except (AssertionError, ValueError, IndexError):  # html.parser's own failure modes
-        return html.unescape(re.sub(r"<[^>]*>", " ", markup))
-    return parser.result()
+        return _decode_bytes(base64.b64decode(data + b"=" * (-len(data) % 4)), None)
+    except (binascii.Error, ValueError):
+        return text

@@ -233,3 +233,17 @@ def test_a_message_over_the_size_limit_is_not_read_and_its_sender_is_told(instal
     assert install.requests() == []
     assert install.folder_of(name) == "Rejected"
     assert "WARNING message.too_large sender=paula@partner.example" in install.log()
+
+
+def test_a_form_in_an_attached_txt_file_is_read(install: Install) -> None:
+    msg = request_email({})
+    msg.set_content("Hello, please see the attached form.\n\nPaula\n")
+    form = "".join(f"{label}: {value}\n" for label, value in (
+        ("Account Name", "Attached Co"), ("Customer Email", "c@attached.example"),
+        ("Account Domain", "attached.example")))
+    msg.add_attachment(form.encode("latin-1"), maintype="text", subtype="plain", filename="form.txt")
+    install.drop(msg)
+    install.run_once()
+    [review] = install.sent()
+    assert "Attached Co" in review.text
+    assert install.requests()[0]["account_domain"] == "attached.example"

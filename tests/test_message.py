@@ -1,13 +1,18 @@
-"""parse_message on hand-made messages: fields, decoding, text choice, auto/bounce marks."""
+"""parse_message on hand-made messages: fields, decoding, text choice, attachments, auto/bounce marks.
+
+The HTML converter has its own tests in test_html_text.py.
+"""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import logging
 from email.message import EmailMessage
 
 import pytest
 
-from parsers.message import html_to_text, parse_message
+from parsers.message import parse_message
 
 
 def _mail(body: str = "Hello", **headers: str) -> EmailMessage:
@@ -89,20 +94,6 @@ def test_html_only_body_becomes_text_with_quotes() -> None:
     assert p.text.split("\n") == ["CONFIRM", "Thanks & bye", "Pat", "> Please reply CONFIRM", "> Ref: SA-000042"]
 
 
-def test_html_to_text_client_quote_markup() -> None:
-    gmail = ('<div dir="ltr">ACCEPT</div><br><div class="gmail_quote gmail_quote_container">'
-             '<div class="gmail_attr">On Mon, Nov 24, 2026 at 10:00 AM Smart Accounts wrote:<br></div>'
-             '<blockquote class="gmail_quote">Reply ACCEPT</blockquote></div>')
-    assert [line for line in html_to_text(gmail).split("\n") if line] == [
-        "ACCEPT", "On Mon, Nov 24, 2026 at 10:00 AM Smart Accounts wrote:", "> Reply ACCEPT"]
-    outlook = ('<div>ABLEHNEN</div><hr><div id="divRplyFwdMsg"><b>Von:</b> Smart Accounts<br>'
-               '<b>Gesendet:</b> Montag<br><b>Betreff:</b> Aktivierung</div><div>Bitte AKZEPTIEREN</div>')
-    lines = html_to_text(outlook).split("\n")
-    assert lines[0] == "ABLEHNEN" and lines[1].startswith("____") and lines[2] == "Von: Smart Accounts"
-    assert html_to_text("<p>a<p>b</p><pre>x\n  y</pre>") == "a\nb\nx\n  y"
-    assert html_to_text("<div><b>unclosed <i>tags") == "unclosed tags"
-
-
 def test_attached_txt_is_the_text_when_there_is_no_body() -> None:
     msg = EmailMessage()
     msg["From"] = "a@x.example"
@@ -116,6 +107,59 @@ def test_plain_body_wins_over_attached_txt() -> None:
     msg.add_attachment("attached\n", filename="form.txt")
     p = parse_message(msg.as_bytes())
     assert (p.text.strip(), p.text_source) == ("Body text", "plain")
+
+
+def test_attachment_text_is_filled_even_when_the_body_has_text() -> None:
+    msg = _mail("Hello, see attached form.\n\nPat")
+    msg.add_attachment("Account Name: Acme\r\nAccount Domain: acme.example\r\n", filename="form.txt")
+    p = parse_message(msg.as_bytes())
+    assert (p.text.strip(), p.text_source) == ("Hello, see attached form.\n\nPat", "plain")
+    assert p.attachment_text == "Account Name: Acme\nAccount Domain: acme.example\n"
+
+
+def _with_attachment(part_headers: bytes, payload: bytes) -> bytes:
+    return (b"From: a@x.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            b"--B\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsiehe Anhang\r\n"
+            b"--B\r\n" + part_headers + b"\r\n" + payload + b"\r\n--B--\r\n")
+
+
+def test_iso_8859_1_attachment_is_decoded() -> None:
+    raw = _with_attachment(
+        b"Content-Type: text/plain; charset=ISO-8859-1; name=formular.txt\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n"
+        b"Content-Disposition: attachment; filename=formular.txt\r\n",
+        b"Kontoname: M=FCller Stra=DFenbau GmbH\r\nKontodom=E4ne: mueller.example\r\n")
+    p = parse_message(raw)
+    assert p.text.strip() == "siehe Anhang"
+    assert p.attachment_text == "Kontoname: Müller Straßenbau GmbH\nKontodomäne: mueller.example\n"
+
+
+def test_notepad_utf16_attachment_is_decoded_by_its_byte_order_mark() -> None:
+    data = base64.b64encode("Kontoname: Müller\r\n".encode("utf-16")).decode()
+    raw = _with_attachment(b"Content-Type: application/octet-stream; name=form.txt\r\n"
+                           b"Content-Transfer-Encoding: base64\r\n"
+                           b"Content-Disposition: attachment; filename=form.txt\r\n", data.encode())
+    assert parse_message(raw).attachment_text == "Kontoname: Müller\n"
+
+
+def test_attachment_text_joins_files_skips_other_files_and_is_capped() -> None:
+    msg = _mail("Body")
+    msg.add_attachment("first\n", filename="a.txt")
+    msg.add_attachment(b"\x89PNG\r\n", maintype="image", subtype="png", filename="logo.png")
+    msg.add_attachment("not a form", filename="notes.csv")   # text/plain, but a named non-.txt file
+    msg.add_attachment("second\n", filename="B.TXT")
+    assert parse_message(msg.as_bytes()).attachment_text == "first\n\n\nsecond\n"
+
+    big = _mail("Body")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        big.add_attachment("x" * 600_000, filename=name)
+    p = parse_message(big.as_bytes())
+    assert len(p.attachment_text) == 1_000_000 and "attachment text truncated" in p.defects
+    assert p.text.strip() == "Body"
+
+
+def test_no_attachment_means_empty_attachment_text() -> None:
+    assert parse_message(_mail("Account Name: Acme").as_bytes()).attachment_text == ""
 
 
 def test_missing_message_id_and_headers() -> None:
@@ -228,6 +272,66 @@ def test_dsn_bounce_status_and_original_id() -> None:
 
 def test_delay_dsn_has_transient_status() -> None:
     assert parse_message(_dsn(["4.4.7"])).bounce_status == "4.4.7"
+
+
+def _report(dsn_part: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@mx.example (Mail Delivery System)\r\nTo: smart-accounts@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n"
+        f"--B\r\n{dsn_part}\r\n"
+        "--B\r\nContent-Type: message/rfc822\r\n\r\n"
+        "From: smart-accounts@example.com\r\nMessage-ID: <orig@example.com>\r\nSubject: Review\r\n\r\nx\r\n"
+        "--B--\r\n"
+    ).encode()
+
+
+def _b64(text: str) -> str:
+    return base64.encodebytes(text.encode()).decode().replace("\n", "\r\n")
+
+
+def test_dsn_recipient_block_in_base64_is_read() -> None:
+    # Shape of corpus bounce/mimekit__bounce.eml: a gateway base64-encoded the recipient block.
+    recipient = "Final-Recipient: rfc822; c@x.example\nAction: failed\nStatus: 5.1.1\n"
+    p = parse_message(_report(
+        "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n" + _b64(recipient)))
+    assert p.bounce_status == "5.1.1" and p.bounced_message_ids == ("orig@example.com",)
+
+
+def test_base64_encoded_global_dsn_is_read() -> None:
+    # RFC 6533 allows a transfer encoding on message/global-delivery-status.
+    fields = ("Reporting-MTA: dns; mx.example\n\nFinal-Recipient: utf-8; jürgen@x.example\n"
+              "Action: delayed\nStatus: 4.4.7\nOriginal-Message-ID: <orig@example.com>\n")
+    p = parse_message(_report("Content-Type: message/global-delivery-status\r\n"
+                              "Content-Transfer-Encoding: base64\r\n\r\n" + _b64(fields)))
+    assert p.bounce_status == "4.4.7" and p.bounced_message_ids == ("orig@example.com",)
+
+
+@pytest.mark.parametrize(("action", "status"), [("failed", "5.0.0"), ("delayed", "4.0.0"), ("delivered", None)])
+def test_dsn_without_status_falls_back_to_action(action: str, status: str | None) -> None:
+    # Corpus bounce/mimekit__delivery-status.eml (1996) names no Status; RFC 3463 X.0.0 is "undefined".
+    p = parse_message(_report(
+        "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mm1\r\n\r\n"
+        f"Final-Recipient: RFC822; c@x.example\r\nAction: {action}\r\n"
+        "Diagnostic-Code: X-LOCAL; 500 (err.nosuchuser)\r\n"))
+    assert p.is_bounce and p.bounce_status == status
+
+
+def test_recipient_status_beats_a_stray_action_in_the_message_block() -> None:
+    # Boxbe's challenge puts "Action: failed" among the per-message fields; the mail is only held.
+    p = parse_message(_report(
+        "Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; boxbe.com\r\nAction: failed\r\n\r\n"
+        "Final-Recipient: rfc822; c@x.example\r\nStatus: 4.7.0\r\n"))
+    assert p.bounce_status == "4.7.0"
+
+
+def test_mail_parser_does_not_warn_about_ordinary_mail(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    parse_message(_dsn(["5.1.1"]))      # has a text/rfc822-headers part
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("mailparser")
+            and r.levelno >= logging.WARNING] == []
 
 
 def test_legacy_text_bounce() -> None:

@@ -48,6 +48,7 @@ def run(app: App, *, once: bool = False) -> None:
                 failures += 1
                 delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
                 log.error("database.unavailable", error=f"{type(exc).__name__}: {exc}", retry_in=f"{delay:.1f}s")
+                _drop_connection(app)
                 app.stop.wait(delay)
                 continue
             if once:
@@ -78,6 +79,14 @@ def ingest_waiting(app: App) -> int:
             handled += 1
             break
     return handled
+
+
+def _drop_connection(app: App) -> None:
+    """A broken connection is closed, so the next query opens a fresh one (PostgreSQL restarts)."""
+    try:
+        app.db.close()
+    except peewee.PeeweeException as exc:  # closing a dead connection can fail too; we are reconnecting anyway
+        log.event("database.closed", error=str(exc))
 
 
 def _wait_seconds(app: App, scheduler: schedule.Scheduler) -> float:

@@ -40,4 +40,5 @@ def _connect(url: str) -> peewee.Database:
         password=unquote(parsed.password or "") or None,
         host=parsed.hostname or None,
         port=parsed.port or None,
+        prefer_psycopg3=True,
     )

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ class Sent:
 class Install:
     root: Path
     extra_config: str = ""
+    database_url: str | None = None      # None: SQLite under var/
     backends: str = ('[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
                      '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n')
     env: dict[str, str] = field(default_factory=dict)
@@ -93,7 +95,7 @@ class Install:
         if extra is not None:
             self.extra_config = extra
         self.config.write_text(
-            self.backends + '[database]\nurl = "sqlite:///var/smartacct.db"\n'
+            self.backends + f'[database]\nurl = "{self.database_url or "sqlite:///var/smartacct.db"}"\n'
             f'[logging]\nfile = "smartacct.log"\n{self.extra_config}'
         )
 
@@ -139,6 +141,16 @@ class Install:
 
     def show(self, ref: str) -> dict[str, Any]:
         return json.loads(self.cli("requests", "show", ref, "--json").stdout)  # type: ignore[no-any-return]
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """Read the installation's database directly, whichever it is."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url) as conn:
+                return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+        with sqlite3.connect(self.root / "var" / "smartacct.db") as db:
+            return db.execute(sql).fetchall()
 
     def log(self) -> str:
         return self.log_file.read_text(encoding="utf-8") if self.log_file.exists() else ""

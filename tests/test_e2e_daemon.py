@@ -14,11 +14,6 @@ CUSTOMER = "carla@acme.example"
 
 
 @pytest.fixture
-def install(tmp_path: Path) -> Install:
-    return Install(tmp_path)
-
-
-@pytest.fixture
 def daemon(install: Install) -> Iterator[Daemon]:
     d = Daemon(install)
     yield d

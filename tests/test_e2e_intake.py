@@ -14,11 +14,6 @@ from e2e import Install, good_fields, request_email
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.fixture
-def install(tmp_path: Path) -> Install:
-    return Install(tmp_path)
-
-
 def test_english_example_becomes_a_request_and_a_review(install: Install) -> None:
     name = install.drop((EXAMPLES / "request-en.eml").read_bytes())
     install.run_once()

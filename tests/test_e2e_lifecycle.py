@@ -16,11 +16,6 @@ PARTNER = "paula@partner.example"
 CUSTOMER = "carla@acme.example"
 
 
-@pytest.fixture
-def install(tmp_path: Path) -> Install:
-    return Install(tmp_path)
-
-
 def submit(install: Install, lang: str = "en", **fields: str) -> Sent:
     install.drop(request_email(good_fields(**fields), lang=lang))
     install.run_once()

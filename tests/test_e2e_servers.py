@@ -6,7 +6,6 @@ from __future__ import annotations
 import email
 import email.policy
 import smtplib
-import sqlite3
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,10 +34,10 @@ def backends(dovecot: Dovecot, relay: SmtpRelay, *, password_env: str = "SMARTAC
 
 
 @pytest.fixture
-def install(tmp_path: Path, dovecot: Dovecot, smtp_server: SmtpRelay) -> Install:
+def install(tmp_path: Path, dovecot: Dovecot, smtp_server: SmtpRelay, database_url: str | None) -> Install:
     for user in USERS:
         dovecot.add_user(user)
-    inst = Install(tmp_path, backends=backends(dovecot, smtp_server))
+    inst = Install(tmp_path, database_url=database_url, backends=backends(dovecot, smtp_server))
     inst.env["SMARTACCT_IMAP_PASSWORD"] = "secret"
     return inst
 
@@ -140,13 +139,11 @@ def test_a_restart_resumes_from_the_saved_uid(install: Install, daemon: Daemon, 
         dovecot.deliver(SHARED, request_email(good_fields(domain=f"d{n}.example",
                                                           customer_email=f"c@d{n}.example")).as_bytes())
     install.run_once()
-    with sqlite3.connect(install.root / "var" / "smartacct.db") as db:
-        [(uidvalidity, last_uid)] = db.execute("SELECT uidvalidity, last_uid FROM mailbox_cursor").fetchall()
+    [(uidvalidity, last_uid)] = install.query("SELECT uidvalidity, last_uid FROM mailbox_cursor")
     assert last_uid == 3
     dovecot.deliver(SHARED, request_email(good_fields(domain="d9.example", customer_email="c@d9.example")).as_bytes())
     install.run_once()
-    with sqlite3.connect(install.root / "var" / "smartacct.db") as db:
-        assert db.execute("SELECT last_uid FROM mailbox_cursor").fetchone() == (4,)
+    assert install.query("SELECT last_uid FROM mailbox_cursor") == [(4,)]
     assert len(install.requests()) == 4
     assert "message.duplicate" not in install.log()
     assert len(dovecot.wait_for(PARTNER, 4)) == 4

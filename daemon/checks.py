@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
+import peewee
+
 from daemon import log
-from daemon.effects import Effects
+from daemon.effects import ConcurrentChange, Effects
 from daemon.workflow import Reminder, due, next_due, transition
+from models.locks import exclusive
 from models.request import Request
 
 if TYPE_CHECKING:
@@ -21,39 +25,62 @@ BATCH = 500
 
 def run_checks(app: App) -> int:
     """One pass over everything due at this moment; returns how many requests were acted on."""
+    with exclusive(app.db, "scheduled-checks") as mine:
+        if not mine:
+            return 0  # another instance is running this pass right now (DESIGN §8)
+        with app.metrics.check_duration.time():
+            return _run_checks(app)
+
+
+def _run_checks(app: App) -> int:
     now = app.clock.now()
     wf = app.config.workflow
     acted = 0
-    last_id = 0
+    after: tuple[dt.datetime, int] | None = None  # keyset paging on the partial index request_due
     while not app.stop.is_set():
-        batch = list(Request.select()
-                     .where(Request.due_at.is_null(False) & (Request.due_at <= now) & (Request.id > last_id))
-                     .order_by(Request.id).limit(BATCH))
+        query = Request.select().where(Request.due_at.is_null(False) & (Request.due_at <= now))
+        if after is not None:
+            due_at = Request._meta.fields["due_at"].db_value(after[0])  # a row value is not converted for us
+            query = query.where(peewee.Tuple(Request.due_at, Request.id) > peewee.Tuple(due_at, after[1]))
+        batch = list(query.order_by(Request.due_at, Request.id).limit(BATCH))
         if not batch:
             break
         for req in batch:
-            last_id = req.id
+            app.metrics.tick()
+            after = (req.due_at, req.id)
             fx = Effects(app.renderer, now)
-            with app.db.atomic():
-                owed = due(req, now, wf)
-                if isinstance(owed, Reminder):
-                    updated = (Request.update(reminders_sent=owed.reminders_sent, due_at=owed.due_at, updated_at=now)
-                               .where((Request.id == req.id) & (Request.reminders_sent == req.reminders_sent)
-                                      & (Request.state == req.state))
-                               .execute())
-                    if updated == 1:
-                        fx.event(req, "reminder.sent", number=owed.reminders_sent)
-                        fx.log("reminder.sent", ref=req.ref, to=req.customer_email, number=owed.reminders_sent)
-                        fx.send(owed.mail, req)
-                        acted += 1
-                elif owed is not None:
-                    t = transition(req, owed, now, wf)
-                    if t is not None:
-                        fx.apply(req, t, by="check")
-                        acted += 1
-                else:  # nothing owed yet: move the bookmark to the next moment something will be
-                    Request.update(due_at=next_due(req, wf)).where(Request.id == req.id).execute()
+            try:
+                acted += _check_one(app, fx, req, now)
+            except ConcurrentChange:
+                continue  # a reply or another instance moved it first: nothing left to do here
             fx.flush_log()
     if acted:
         log.event("checks.done", acted=acted)
     return acted
+
+
+def _check_one(app: App, fx: Effects, req: Request, now: dt.datetime) -> int:
+    """One request's due work in one transaction; returns 1 when it acted."""
+    wf = app.config.workflow
+    with app.db.atomic():
+        owed = due(req, now, wf)
+        if isinstance(owed, Reminder):
+            updated = (Request.update(reminders_sent=owed.reminders_sent, due_at=owed.due_at, updated_at=now)
+                       .where((Request.id == req.id) & (Request.reminders_sent == req.reminders_sent)
+                              & (Request.state == req.state))
+                       .execute())
+            if updated != 1:
+                raise ConcurrentChange(f"{req.ref} changed meanwhile")
+            fx.event(req, "reminder.sent", number=owed.reminders_sent)
+            fx.log("reminder.sent", ref=req.ref, to=req.customer_email, number=owed.reminders_sent)
+            fx.send(owed.mail, req)
+            return 1
+        if owed is not None:
+            t = transition(req, owed, now, wf)
+            if t is None:
+                return 0
+            fx.apply(req, t, by="check")
+            return 1
+        # Nothing owed yet: move the bookmark to the next moment something will be.
+        Request.update(due_at=next_due(req, wf)).where(Request.id == req.id).execute()
+        return 0

@@ -60,11 +60,16 @@ def _app(cfg: config_mod.Config) -> App:
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import loop
+    from daemon import loop, metrics
 
     app = _app(cfg)
     try:
-        loop.run(app, once=args.once)
+        server = None if args.once else metrics.serve(app)   # [metrics] listen: /metrics and /healthz
+        try:
+            loop.run(app, once=args.once)
+        finally:
+            if server is not None:
+                server.close()
     finally:
         app.close()
     return 0
@@ -88,7 +93,7 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 continue
             item = InboxMessage(key=path.name, raw=raw, size=len(raw))
             folder = ingest.handle(app, item)
-            print(f"{name}: {folder.value}")
+            print(f"{name}: {folder.value if folder else 'handled by another instance'}")
         outbox.drain(app)
     finally:
         app.close()
@@ -204,6 +209,88 @@ def _check(backend: Any) -> None:
         close()
 
 
+def cmd_requests_cancel(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from daemon import admin
+
+    app = _app(cfg)
+    try:
+        req = admin.cancel_request(app, args.ref, args.reason or "")
+        print(f"{req.ref}: cancelled; the partner{' and the customer' if req.confirmed_at else ''} told")
+    finally:
+        app.close()
+    return 0
+
+
+def cmd_outbox_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from daemon import admin
+
+    app = _app(cfg)
+    try:
+        rows = admin.outbox_rows(args.state)
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        when = r["sent_at"] or r["next_try_at"] or r["created_at"]
+        error = f"  {r['last_error']}" if r["last_error"] else ""
+        print(f"#{r['id']:<6} {r['ref'] or '-':<10} {r['kind']:<24} {r['recipient']:<32} {r['state']:<7} "
+              f"attempts={r['attempts']:<3} {when}{error}")
+    return 0
+
+
+def cmd_outbox_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from daemon import admin
+
+    app = _app(cfg)
+    try:
+        results = admin.retry_emails(app, args.ids)
+    finally:
+        app.close()
+    return _report(results, "queued again; the daemon sends it on its next pass")
+
+
+def cmd_quarantine_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from daemon import admin
+
+    app = _app(cfg)
+    try:
+        rows = admin.quarantined()
+    finally:
+        app.close()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for r in rows:
+        print(f"#{r['id']:<6} {r['quarantined_at']}  {r['sender'] or '-':<32} attempts={r['attempts']}  "
+              f"{r['subject'][:60]!r}  key={r['key']}\n        {r['last_error'] or ''}")
+    return 0
+
+
+def cmd_quarantine_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
+    from daemon import admin
+
+    app = _app(cfg)
+    try:
+        results = admin.retry_quarantined(app, args.ids)
+    finally:
+        app.close()
+    return _report(results, "back in the inbox; the daemon handles it afresh on its next pass")
+
+
+def _report(results: Any, done: str) -> int:
+    """One line per id; exit status 1 when any of them could not be retried."""
+    status = 0
+    for r in results:
+        if r.problem is None:
+            print(f"#{r.id}: {done}")
+        else:
+            print(f"smartacct: {r.problem}", file=sys.stderr)
+            status = 1
+    return status
+
+
 # --- helpers -----------------------------------------------------------------------------------
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -237,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="run the scheduled checks once")
     check.set_defaults(func=cmd_check)
 
-    requests = sub.add_parser("requests", help="inspect requests").add_subparsers(dest="sub", required=True)
+    requests = sub.add_parser("requests", help="inspect and cancel requests").add_subparsers(dest="sub", required=True)
     lst = requests.add_parser("list", help="requests, newest first")
     lst.add_argument("--state")
     lst.add_argument("--json", action="store_true")
@@ -246,6 +333,29 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("ref")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_requests_show)
+
+    cancel = requests.add_parser("cancel", help="cancel an open request; the parties are told")
+    cancel.add_argument("ref")
+    cancel.add_argument("--reason", help="told to the partner (and the customer)")
+    cancel.set_defaults(func=cmd_requests_cancel)
+
+    outbox = sub.add_parser("outbox", help="outgoing emails").add_subparsers(dest="sub", required=True)
+    out_list = outbox.add_parser("list", help="queued, sent and failed emails, newest first")
+    out_list.add_argument("--state", choices=("queued", "sent", "failed"))
+    out_list.add_argument("--json", action="store_true")
+    out_list.set_defaults(func=cmd_outbox_list)
+    out_retry = outbox.add_parser("retry", help="put failed emails back in the queue")
+    out_retry.add_argument("ids", nargs="+", type=int, metavar="ID")
+    out_retry.set_defaults(func=cmd_outbox_retry)
+
+    quarantine = sub.add_parser("quarantine", help="messages that failed processing").add_subparsers(
+        dest="sub", required=True)
+    q_list = quarantine.add_parser("list", help="quarantined messages, newest first")
+    q_list.add_argument("--json", action="store_true")
+    q_list.set_defaults(func=cmd_quarantine_list)
+    q_retry = quarantine.add_parser("retry", help="move messages back into the inbox to be handled afresh")
+    q_retry.add_argument("ids", nargs="+", type=int, metavar="ID")
+    q_retry.set_defaults(func=cmd_quarantine_retry)
 
     template = sub.add_parser("template", help="print the blank request form")
     template.add_argument("--lang", choices=("en", "de"), default="en")

@@ -19,6 +19,7 @@ from daemon.mailbox import Folder, InboxMessage
 from daemon.workflow import (
     KEYWORD_ACTIONS, Mail, Refusal, authorize, new_request_changes, parties, review_mails, transition,
 )
+from models.locks import exclusive
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow
 from models.request import Request, parse_ref
@@ -48,13 +49,23 @@ def idempotency_key(msg: ParsedMessage) -> str:
     return "sha256:" + msg.content_hash
 
 
-def handle(app: App, item: InboxMessage) -> Folder:
-    """Everything one message causes, committed at once; returns the folder to file it in."""
+def handle(app: App, item: InboxMessage) -> Folder | None:
+    """Everything one message causes, committed at once; returns the folder to file it in,
+    or None when another instance is handling it right now (that one files it)."""
     msg = parse_message(item.raw)
+    with exclusive(app.db, "message:" + idempotency_key(msg)) as mine:
+        if not mine:
+            log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+            return None
+        return _handle(app, item, msg)
+
+
+def _handle(app: App, item: InboxMessage, msg: ParsedMessage) -> Folder:
     now = app.clock.now()
     row = _begin_attempt(app, msg, item, now)
     if row.handled_at is not None:
         log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=row.folder)
+        app.metrics.handled("duplicate")
         return Folder(row.folder)
     if row.attempts > app.config.mailbox.max_attempts:
         # Counted before each attempt, so a message that kills the process is caught here.
@@ -73,6 +84,7 @@ def handle(app: App, item: InboxMessage) -> Folder:
                  request_id=result.request_id, last_error=None)
          .where(IncomingMessage.id == row.id).execute())
     effects.flush_log()
+    app.metrics.handled(result.outcome.value)
     return result.folder
 
 
@@ -102,6 +114,7 @@ def record_failure(app: App, item: InboxMessage, exc: BaseException) -> Folder |
         return _quarantine(app, row, item, msg, error, app.clock.now())
     IncomingMessage.update(outcome=Outcome.failed.value, last_error=error).where(IncomingMessage.id == row.id).execute()
     log.warning("message.failed", key=item.key, message_id=msg.message_id, attempts=row.attempts, error=error)
+    app.metrics.handled(Outcome.failed.value)
     return None
 
 
@@ -112,6 +125,7 @@ def _quarantine(app: App, row: IncomingMessage, item: InboxMessage, msg: ParsedM
      .where(IncomingMessage.id == row.id).execute())
     log.error("message.quarantined", key=item.key, message_id=msg.message_id, sender=msg.sender,
               attempts=row.attempts, error=error)
+    app.metrics.handled(Outcome.quarantined.value)
     return Folder.quarantine
 
 

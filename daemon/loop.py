@@ -33,6 +33,7 @@ def run(app: App, *, once: bool = False) -> None:
     try:
         checks.run_checks(app)   # catch up after downtime before anything else
         while not app.stop.is_set():
+            app.metrics.tick()   # /healthz: the loop is alive
             try:
                 ingest_waiting(app)
                 scheduler.run_pending()
@@ -63,11 +64,14 @@ def ingest_waiting(app: App) -> int:
     """Handle every waiting message; a failing one is retried, then quarantined."""
     handled = 0
     for item in app.mailbox.fetch():
+        app.metrics.tick()
         if app.stop.is_set():
             break
         for _ in range(app.config.mailbox.max_attempts):
             try:
                 folder = ingest.handle(app, item)
+                if folder is None:
+                    break  # another instance has it and files it
             except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
                 raise  # the world is broken, not the message: the loop backs off
             except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine

@@ -14,13 +14,13 @@ from daemon import log
 from daemon.effects import Effects
 from daemon.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from daemon.workflow import Mail
+from models.locks import skip_locked
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
 
 if TYPE_CHECKING:
     from daemon.app import App
 
-BATCH = 200
 BACKOFF_BASE = dt.timedelta(seconds=5)
 BACKOFF_CAP = dt.timedelta(minutes=5)
 
@@ -52,26 +52,27 @@ class DrainResult:
 
 
 def drain(app: App) -> DrainResult:
-    """Send every due row; stop early when the server is unreachable (the rest would fail alike)."""
+    """Send every due row over one session; stop early when the server is unreachable.
+
+    Each row is claimed (FOR UPDATE SKIP LOCKED on PostgreSQL) in a transaction that lasts
+    until its outcome is written, so two instances never send the same row, and a crash
+    rolls the claim back: the row stays queued and goes out again (DESIGN §4, §8).
+    """
     result = DrainResult()
     sender = app.renderer.from_addr
-    while not app.stop.is_set():
-        now = app.clock.now()
-        rows = list(OutboxRow.select()
-                    .where((OutboxRow.state == OutboxState.queued.value) & (OutboxRow.next_try_at <= now))
-                    .order_by(OutboxRow.next_try_at, OutboxRow.id).limit(BATCH))
-        if not rows:
-            return result
-        with app.transport.session() as session:
-            for row in rows:
-                if app.stop.is_set():
-                    return result
+    with app.transport.session() as session:  # connects on the first send only
+        while not app.stop.is_set():
+            app.metrics.tick()
+            with app.db.atomic():
+                row = _claim_next(app)
+                if row is None:
+                    break
                 try:
                     session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
                 except TemporaryFailure as exc:
                     _temporary(app, row, exc, result)
                     if exc.code is None:  # network trouble: the next rows would only fail too
-                        return result
+                        break
                 except PermanentFailure as exc:
                     _permanent(app, row, exc, result)
                 else:
@@ -79,11 +80,19 @@ def drain(app: App) -> DrainResult:
     return result
 
 
+def _claim_next(app: App) -> OutboxRow | None:
+    query = (OutboxRow.select()
+             .where((OutboxRow.state == OutboxState.queued.value) & (OutboxRow.next_try_at <= app.clock.now()))
+             .order_by(OutboxRow.next_try_at, OutboxRow.id).limit(1))
+    return skip_locked(query, app.db).first()  # type: ignore[no-any-return]
+
+
 def _sent(app: App, row: OutboxRow, result: DrainResult) -> None:
     now = app.clock.now()
     OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
                      last_error=None).where(OutboxRow.id == row.id).execute()
     result.sent += 1
+    app.metrics.emails_sent.labels(row.kind).inc()
     log.event("email.sent", ref=_ref(row), kind=row.kind, to=row.recipient, outbox=row.id)
 
 
@@ -97,6 +106,7 @@ def _temporary(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult
     OutboxRow.update(attempts=attempts, next_try_at=decision.at, last_error=str(exc)[:1000]) \
         .where(OutboxRow.id == row.id).execute()
     result.retried += 1
+    app.metrics.emails_deferred.labels(row.kind).inc()
     log.warning("email.deferred", ref=_ref(row), kind=row.kind, to=row.recipient, attempts=attempts,
                 retry_at=decision.at, error=str(exc))
 
@@ -118,6 +128,7 @@ def _fail(app: App, row: OutboxRow, error: str, result: DrainResult) -> None:
     OutboxRow.update(state=OutboxState.failed.value, attempts=OutboxRow.attempts + 1, last_error=error[:1000]) \
         .where(OutboxRow.id == row.id).execute()
     result.failed += 1
+    app.metrics.emails_failed.labels(row.kind).inc()
     log.error("email.failed", ref=_ref(row), kind=row.kind, to=row.recipient, error=error)
 
 

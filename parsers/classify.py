@@ -55,10 +55,10 @@ Intent = NewRequest | Reply | CommandMail | Bounce | NotARequest | Ignore
 
 
 def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_address: str) -> Intent:
+    if msg.is_bounce:  # before the sender check: bounces often come from MAILER-DAEMON or <>
+        return Bounce(msg.bounced_message_ids, msg.bounce_status)
     if msg.sender is None:
         return Ignore("no_sender")
-    if msg.is_bounce:
-        return Bounce(msg.bounced_message_ids, msg.bounce_status)
     if msg.auto_marks:
         return Ignore("automatic:" + ",".join(msg.auto_marks[:3]))
     if _same_mailbox(msg.sender, own_address):

@@ -1,0 +1,43 @@
+"""Coordination between several instances sharing one PostgreSQL database (DESIGN §8).
+
+Advisory locks are taken without waiting and belong to the database session, so a
+killed instance lets go of everything at once, with no lease to expire. SQLite serves
+one daemon only (DESIGN §8), so there every lock is simply granted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any, Iterator
+
+import peewee
+
+
+def is_postgres(db: peewee.Database) -> bool:
+    return isinstance(db, peewee.PostgresqlDatabase)
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_try_advisory_lock."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8", "replace")).digest()[:8], "big", signed=True)
+
+
+@contextlib.contextmanager
+def exclusive(db: peewee.Database, name: str) -> Iterator[bool]:
+    """True when this instance holds `name` for the duration; False when another one does."""
+    if not is_postgres(db):
+        yield True
+        return
+    key = lock_key(name)
+    got = bool(db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+    try:
+        yield got
+    finally:
+        if got:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+def skip_locked(query: Any, db: peewee.Database) -> Any:
+    """FOR UPDATE SKIP LOCKED where the database has it: rows another instance holds are passed over."""
+    return query.for_update(skip_locked=True) if is_postgres(db) else query

@@ -8,14 +8,14 @@ from typing import Any
 import peewee
 
 from models.base import BaseModel
-from models.fields import UtcDateTimeField
+from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
 
 
 class Event(BaseModel):
     request_id = peewee.IntegerField(index=False)
     at = UtcDateTimeField()
-    name = peewee.CharField(max_length=64)
-    detail_json = peewee.TextField(column_name="detail", default="{}")
+    name = SafeCharField(max_length=64)
+    detail_json = SafeTextField(column_name="detail", default="{}")
 
     class Meta:
         table_name = "event"

@@ -25,3 +25,18 @@ class UtcDateTimeField(peewee.DateTimeField):
         if isinstance(value, dt.datetime):
             return value.replace(tzinfo=UTC)
         return value
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL; hostile mail puts it anywhere (a Message-ID, a form value)."""
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
+class SafeTextField(peewee.TextField):
+    def db_value(self, value: Any) -> Any:
+        return super().db_value(_no_nul(value))
+
+
+class SafeCharField(peewee.CharField):
+    def db_value(self, value: Any) -> Any:
+        return super().db_value(_no_nul(value))

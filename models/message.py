@@ -7,7 +7,7 @@ import enum
 import peewee
 
 from models.base import BaseModel
-from models.fields import UtcDateTimeField
+from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
 
 
 class Outcome(enum.StrEnum):
@@ -21,18 +21,18 @@ class Outcome(enum.StrEnum):
 
 
 class IncomingMessage(BaseModel):
-    key = peewee.CharField(max_length=400, unique=True)   # "mid:<Message-ID>" or "sha256:<hex>"
-    message_id = peewee.TextField(null=True)
-    sender = peewee.CharField(max_length=320, null=True)
-    subject = peewee.TextField(default="")
+    key = SafeCharField(max_length=400, unique=True)   # "mid:<Message-ID>" or "sha256:<hex>"
+    message_id = SafeTextField(null=True)
+    sender = SafeCharField(max_length=320, null=True)
+    subject = SafeTextField(default="")
     size = peewee.IntegerField(default=0)
-    mailbox_key = peewee.TextField(default="")
+    mailbox_key = SafeTextField(default="")
     received_at = UtcDateTimeField()
     handled_at = UtcDateTimeField(null=True)
-    outcome = peewee.CharField(max_length=16, null=True)
-    folder = peewee.CharField(max_length=16, null=True)   # daemon.mailbox.Folder value
+    outcome = SafeCharField(max_length=16, null=True)
+    folder = SafeCharField(max_length=16, null=True)   # daemon.mailbox.Folder value
     attempts = peewee.IntegerField(default=0)
-    last_error = peewee.TextField(null=True)
+    last_error = SafeTextField(null=True)
     request_id = peewee.IntegerField(null=True)
 
     class Meta:

@@ -7,7 +7,7 @@ import enum
 import peewee
 
 from models.base import BaseModel
-from models.fields import UtcDateTimeField
+from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
 
 
 class OutboxState(enum.StrEnum):
@@ -18,17 +18,17 @@ class OutboxState(enum.StrEnum):
 
 class OutboxRow(BaseModel):
     request_id = peewee.IntegerField(null=True)
-    kind = peewee.CharField(max_length=40)
-    recipient = peewee.CharField(max_length=320)
-    message_id = peewee.CharField(max_length=255, unique=True)
+    kind = SafeCharField(max_length=40)
+    recipient = SafeCharField(max_length=320)
+    message_id = SafeCharField(max_length=255, unique=True)
     raw = peewee.BlobField()
-    state = peewee.CharField(max_length=16, default=OutboxState.queued.value)
+    state = SafeCharField(max_length=16, default=OutboxState.queued.value)
     attempts = peewee.IntegerField(default=0)
     created_at = UtcDateTimeField()
     next_try_at = UtcDateTimeField()
     sent_at = UtcDateTimeField(null=True)
-    last_error = peewee.TextField(null=True)
-    topic = peewee.CharField(max_length=200, null=True)
+    last_error = SafeTextField(null=True)
+    topic = SafeCharField(max_length=200, null=True)
 
     class Meta:
         table_name = "outbox"

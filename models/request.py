@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import json
-import re
 
 import peewee
 
 from models.base import BaseModel
-from models.fields import UtcDateTimeField
+from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
 from models.state import State
+from parsers.ref import format_ref, parse_ref  # noqa: F401  (re-exported)
 
-REF_RE = re.compile(r"\bSA-(\d{6,})\b", re.IGNORECASE)
 
 
 class Request(BaseModel):
-    state = peewee.CharField(max_length=32)
-    language = peewee.CharField(max_length=2)
-    partner_email = peewee.CharField(max_length=320)
-    account_name = peewee.TextField()
-    customer_email = peewee.CharField(max_length=320)
-    account_domain = peewee.CharField(max_length=255)
-    note_to_customer = peewee.TextField(default="")
-    user_emails_json = peewee.TextField(column_name="user_emails", default="[]")
-    note_to_users = peewee.TextField(default="")
+    state = SafeCharField(max_length=32)
+    language = SafeCharField(max_length=2)
+    partner_email = SafeCharField(max_length=320)
+    account_name = SafeTextField()
+    customer_email = SafeCharField(max_length=320)
+    account_domain = SafeCharField(max_length=255)
+    note_to_customer = SafeTextField(default="")
+    user_emails_json = SafeTextField(column_name="user_emails", default="[]")
+    note_to_users = SafeTextField(default="")
     created_at = UtcDateTimeField()
     updated_at = UtcDateTimeField()
     review_expires_at = UtcDateTimeField(null=True)
@@ -53,13 +52,3 @@ class Request(BaseModel):
     @property
     def state_enum(self) -> State:
         return State(self.state)
-
-
-def format_ref(request_id: int) -> str:
-    return f"SA-{request_id:06d}"
-
-
-def parse_ref(ref: str) -> int | None:
-    """"SA-000042" -> 42; None for anything else."""
-    m = REF_RE.fullmatch(ref.strip())
-    return int(m.group(1)) if m else None

@@ -10,7 +10,7 @@ import secrets
 import peewee
 
 from models.base import BaseModel
-from models.fields import UtcDateTimeField
+from models.fields import SafeCharField, UtcDateTimeField
 from models.request import Request
 
 TOKEN_BYTES = 16  # 128 random bits
@@ -18,10 +18,10 @@ TOKEN_BYTES = 16  # 128 random bits
 
 class ReplyToken(BaseModel):
     request = peewee.ForeignKeyField(Request, backref="tokens", on_delete="CASCADE")
-    token_hash = peewee.CharField(max_length=64, unique=True)
-    party = peewee.CharField(max_length=16)          # "partner" | "customer"
-    actions = peewee.CharField(max_length=64)        # space-separated keywords it may carry
-    issued_for_state = peewee.CharField(max_length=32)
+    token_hash = SafeCharField(max_length=64, unique=True)
+    party = SafeCharField(max_length=16)          # "partner" | "customer"
+    actions = SafeCharField(max_length=64)        # space-separated keywords it may carry
+    issued_for_state = SafeCharField(max_length=32)
     issued_at = UtcDateTimeField()
     used_at = UtcDateTimeField(null=True)
 

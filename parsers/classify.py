@@ -13,6 +13,7 @@ import authres
 
 from parsers.form import FormResult, parse_form
 from parsers.message import ParsedMessage
+from parsers.ref import find_refs as refs_in
 from parsers.reply import Command, Keyword, find_command, find_refs, token_candidates
 
 
@@ -108,9 +109,7 @@ def dmarc_passed(msg: ParsedMessage, trusted_authserv_id: str) -> bool:
 
 
 def subject_refs(msg: ParsedMessage) -> tuple[str, ...]:
-    from models.request import REF_RE
-
-    return tuple(dict.fromkeys(f"SA-{m}" for m in REF_RE.findall(msg.subject)))
+    return tuple(dict.fromkeys(refs_in(msg.subject)))
 
 
 def _same_mailbox(a: str, b: str) -> bool:

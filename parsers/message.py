@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import idna
 import mailparser
 
 from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids
@@ -174,8 +175,9 @@ def _parse_tree(raw: bytes, defects: list[str]) -> tuple[email.message.Message, 
             TypeError, AttributeError, IndexError) as exc:
         defects.append(f"stdlib parse failed: {type(exc).__name__}")
     msg = email.parser.BytesParser().parsebytes(raw, headersonly=True)
-    body = msg.get_payload()
-    plain = _decode_bytes(body.encode("ascii", "surrogateescape"), None) if isinstance(body, str) else ""
+    # The body as bytes, cut by hand: get_payload() would decode with the (hostile) charset again.
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    plain = _decode_bytes(raw[min(ends):].lstrip(b"\r\n"), None) if ends else ""
     return msg, [plain] if plain.strip() else [], []
 
 
@@ -205,9 +207,10 @@ def _walk(msg: email.message.Message) -> Iterator[email.message.Message]:
         part = stack.pop()
         seen += 1
         yield part
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend(reversed([p for p in payload if isinstance(p, email.message.Message)]))
+        if part.is_multipart():  # never get_payload() on a leaf: it decodes with a hostile charset
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend(reversed([p for p in payload if isinstance(p, email.message.Message)]))
 
 
 def _is_attachment(part: email.message.Message) -> bool:
@@ -362,6 +365,20 @@ def _first(values: tuple[str, ...]) -> str | None:
 _BARE_ADDRESS = re.compile(r'[^\s\x00-\x1f\x7f<>(),;:@"\[\]\\]+@[^\s\x00-\x1f\x7f<>(),;:@"\[\]\\]+')
 
 
+def _usable_address(addr: str) -> bool:
+    """One bare addr-spec whose domain survives IDNA: an address we could write to."""
+    if not _BARE_ADDRESS.fullmatch(addr):
+        return False
+    domain = addr.rpartition("@")[2]
+    if domain.isascii():
+        return True
+    try:
+        idna.encode(domain, uts46=True)
+    except idna.IDNAError:
+        return False
+    return True
+
+
 def _addresses(value: str) -> list[tuple[str, str]]:
     if not value:
         return []
@@ -373,7 +390,7 @@ def _addresses(value: str) -> list[tuple[str, str]]:
     out = []
     for name, addr in pairs:
         addr = addr.strip().strip("<>").lower()
-        out.append((_collapse(_decode_words(name)), addr if _BARE_ADDRESS.fullmatch(addr) else ""))
+        out.append((_collapse(_decode_words(name)), addr if _usable_address(addr) else ""))
     return out
 
 
@@ -446,28 +463,37 @@ class _Parts:
         count = 0
         for part in _walk(msg):
             count += 1
-            ctype = part.get_content_type()
-            self.types.add(ctype)
-            if ctype == "multipart/report":
-                self.report_types.add(str(part.get_param("report-type") or "").lower())
-            elif ctype in ("message/delivery-status", "message/global-delivery-status"):
-                self.dsn_texts.append(_dsn_text(part))
-            elif ctype in ("message/rfc822", "message/global"):
-                inner = part.get_payload()
-                if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
-                    self.returned_ids.extend(_ids(_raw_header_str(inner[0].get("message-id", "")), loose=True))
-            elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
-                self.returned_headers.append(_part_text(part))
-            elif _is_txt_attachment(part, ctype):
-                if kept >= MAX_ATTACHMENT_TEXT:
-                    self.attachments_dropped = True
-                    continue
-                text = _normalise(_file_text(part))
-                if text:
-                    self.attachments.append(text)
-                    kept += len(text)
+            try:
+                kept = self._take(part, kept)
+            except (ValueError, LookupError, TypeError, UnicodeError) as exc:
+                # A hostile charset or encoding on one part (a NUL in charset=, say) spoils that part only.
+                defects.append(f"unreadable MIME part: {type(exc).__name__}")
         if count >= MAX_PARTS:
             defects.append("too many MIME parts; rest ignored")
+
+    def _take(self, part: email.message.Message, kept: int) -> int:
+        """Note what one part tells; returns the attachment text kept so far."""
+        ctype = part.get_content_type()
+        self.types.add(ctype)
+        if ctype == "multipart/report":
+            self.report_types.add(str(part.get_param("report-type") or "").lower())
+        elif ctype in ("message/delivery-status", "message/global-delivery-status"):
+            self.dsn_texts.append(_dsn_text(part))
+        elif ctype in ("message/rfc822", "message/global"):
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], email.message.Message):
+                self.returned_ids.extend(_ids(_raw_header_str(inner[0].get("message-id", "")), loose=True))
+        elif ctype in ("text/rfc822-headers", "message/rfc822-headers"):
+            self.returned_headers.append(_part_text(part))
+        elif _is_txt_attachment(part, ctype):
+            if kept >= MAX_ATTACHMENT_TEXT:
+                self.attachments_dropped = True
+                return kept
+            text = _normalise(_file_text(part))
+            if text:
+                self.attachments.append(text)
+                kept += len(text)
+        return kept
 
 
 def _is_txt_attachment(part: email.message.Message, ctype: str) -> bool:

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from parsers.message import ParsedMessage
+from parsers.ref import find_refs as refs_in
 
 MAX_TOKENS = 20
 MAX_SCAN_LINES = 5_000      # lines of a reply inspected before giving up
@@ -122,7 +123,7 @@ def reply_text(text: str) -> str:
 
 _DECORATION = " \t*_~`\u00a0\u200b"
 _TRAILING = re.compile(r"[\s.!?,;:…)\]*_~`'\"]+$")
-_STATUS_LINE = re.compile(r"^STATUS(?:\s*[:#-]?\s*(SA-\d{6,}))?$")
+_STATUS_LINE = re.compile(r"^STATUS(?:\s*[:#-]?\s*(SA-\d{6,12}))?$")
 
 
 def find_command(text: str) -> Command | None:
@@ -145,7 +146,6 @@ def find_command(text: str) -> Command | None:
 
 _TOKEN = re.compile(r"(?<![A-Za-z0-9])([A-Za-z2-7]{26})(?![A-Za-z0-9])")
 _TOKEN_EXACT = re.compile(r"[a-z2-7]{26}")
-_REF = re.compile(r"(?<![A-Za-z0-9])SA-(\d{6,})(?!\d)", re.IGNORECASE)
 
 
 def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
@@ -174,8 +174,4 @@ def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
 
 def find_refs(msg: ParsedMessage) -> tuple[str, ...]:
     """"SA-000042" style references, subject first, upper-cased, each once."""
-    found: dict[str, None] = {}
-    for source in (msg.subject, msg.text):
-        for match in _REF.finditer(source):
-            found.setdefault(f"SA-{match.group(1)}", None)
-    return tuple(found)
+    return tuple(dict.fromkeys([*refs_in(msg.subject), *refs_in(msg.text)]))

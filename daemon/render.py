@@ -12,7 +12,7 @@ import importlib.resources
 import re
 import unicodedata
 from dataclasses import dataclass
-from email import policy
+from email import headerregistry, policy
 from email.header import Header
 from email.headerregistry import Address, AddressHeader
 from email.message import EmailMessage
@@ -55,6 +55,24 @@ _MONTHS = {
 _DATE_FORMAT = {"en": "{day} {month} {year}", "de": "{day}. {month} {year}"}
 LANGUAGES = tuple(_MONTHS)
 
+class _CachedHeaderRegistry(headerregistry.HeaderRegistry):
+    """The stdlib builds a new header class with type() on every header set; once per name is enough."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+_HEADERS = _CachedHeaderRegistry()
+_SMTP = policy.SMTP.clone(header_factory=_HEADERS)
+_SMTPUTF8 = policy.SMTPUTF8.clone(header_factory=_HEADERS)
 _BARE_ADDRESS = re.compile(r'[^\s<>(),;:@"\[\]\\]+@[^\s<>(),;:@"\[\]\\]+')
 _MESSAGE_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")        # printable ASCII without < > and space
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
@@ -247,7 +265,7 @@ class Renderer:
         thread = _trimmed(_thread_ids([*references, *parent]))
 
         msg = EmailMessage(
-            policy=policy.SMTP if all(a.isascii() for a in recipients) else policy.SMTPUTF8
+            policy=_SMTP if all(a.isascii() for a in recipients) else _SMTPUTF8
         )
         msg["From"] = self._from
         msg["To"] = ", ".join(recipients)

@@ -242,3 +242,22 @@ def test_a_form_in_an_attached_txt_file_is_read(install: Install) -> None:
     [review] = install.sent()
     assert "Attached Co" in review.text
     assert install.requests()[0]["account_domain"] == "attached.example"
+
+
+def test_the_loop_guard_caps_answers_per_address_and_hour(install: Install) -> None:
+    install.write_config("[workflow]\nmax_emails_per_address_per_hour = 2\n")
+    for n in range(4):
+        msg = request_email({}, message_id=f"<help{n}@partner.example>")
+        msg.set_content("HELP\n")
+        install.drop(msg)
+    install.run_once()
+    assert len(install.sent()) == 2
+    assert install.log().count("WARNING email.suppressed kind=help to=paula@partner.example reason=rate_limit") == 2
+
+
+def test_our_emails_tell_auto_responders_not_to_answer(install: Install) -> None:
+    install.drop((EXAMPLES / "request-en.eml").read_bytes())
+    install.run_once()
+    [review] = install.sent()
+    assert review.msg["Auto-Submitted"] == "auto-replied"
+    assert review.msg["X-Auto-Response-Suppress"] == "All"

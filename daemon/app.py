@@ -11,7 +11,9 @@ import peewee
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
 from daemon.mailbox import Folder, Mailbox
+from daemon.metrics import Metrics
 from daemon.render import Renderer
+from daemon.sdnotify import Notifier
 from daemon.transport import Transport
 from models.db import open_database
 
@@ -23,6 +25,8 @@ class App:
     db: peewee.Database
     renderer: Renderer
     stop: threading.Event = field(default_factory=threading.Event)
+    metrics: Metrics = field(default_factory=Metrics)
+    notifier: Notifier = field(default_factory=lambda: Notifier({}))
     _mailbox: Any = None
     _transport: Any = None
 
@@ -39,15 +43,30 @@ class App:
             self._transport = make_transport(self.config)
         return self._transport  # type: ignore[no-any-return]
 
+    @property
+    def mailbox_if_open(self) -> Any:
+        """The mailbox if made already, else None: /healthz and /metrics look, never connect."""
+        return self._mailbox
+
+    @property
+    def transport_if_open(self) -> Any:
+        return self._transport
+
+    def alive(self) -> None:
+        """The loop shows life: for /healthz and for the systemd watchdog."""
+        self.metrics.tick()
+        self.notifier.alive()
+
     def close(self) -> None:
         if self._mailbox is not None:
             self._mailbox.close()
         self.db.close()
 
 
-def build(config: Config, *, clock: Clock | None = None) -> App:
+def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None) -> App:
     db = open_database(config.database.url)
-    return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address))
+    return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address),
+               notifier=notifier or Notifier({}))
 
 
 def folder_names(config: Config) -> dict[Folder, str]:

@@ -46,7 +46,7 @@ def _run_checks(app: App) -> int:
         if not batch:
             break
         for req in batch:
-            app.metrics.tick()
+            app.alive()
             after = (req.due_at, req.id)
             fx = Effects(app.renderer, now)
             try:

@@ -15,6 +15,7 @@ from daemon import log
 from daemon.app import App, build
 from daemon.clock import OffsetClock, SystemClock
 from daemon.errors import ConfigError, SmartacctError
+from daemon.sdnotify import Notifier
 
 EXIT_CONFIG = 2
 
@@ -54,7 +55,7 @@ def _app(cfg: config_mod.Config) -> App:
     # SMARTACCT_CLOCK_OFFSET ("90d") lets a test run the real daemon in the future; never set in production.
     offset = os.environ.get("SMARTACCT_CLOCK_OFFSET")
     clock = OffsetClock(config_mod.parse_duration(offset)) if offset else SystemClock()
-    return build(cfg, clock=clock)
+    return build(cfg, clock=clock, notifier=Notifier(os.environ))
 
 
 # --- commands ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ request is always noticed within a second. Library errors become MailboxError he
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import socket
@@ -117,6 +118,7 @@ class ImapMailbox:
         self._last_fetch = -math.inf
         self.last_contact: float | None = None   # time.monotonic() of the last server answer
         self.reconnects = 0
+        self.oauth2_failed_at: float | None = None   # time.monotonic() of the last token command failure
 
     # ------------------------------------------------------------------ Mailbox
 
@@ -183,6 +185,51 @@ class ImapMailbox:
                 return
             if self._idle(deadline, stop):
                 return
+
+    def restore(self, key: str, message_id: str | None = None, content_hash: str | None = None) -> str:
+        """MOVE a message from the quarantine folder back to the inbox folder (`quarantine retry`).
+
+        Its UID there is not the one it had in the inbox, so it is found by its Message-ID
+        (UID SEARCH HEADER), or by its content hash when it has none. Returns its new key.
+        """
+        self._ensure_connected()
+        quarantine, inbox = self._cfg.quarantine_folder, self._cfg.folder
+        self._do("SELECT", lambda c: c.select_folder(quarantine))
+        try:
+            uid = self._find(message_id, content_hash)
+            if uid is None:
+                raise MailboxError(f"message {key} is not in the quarantine folder {quarantine!r} on {self._where()}")
+            self._file(uid, inbox)
+        finally:
+            try:
+                self._do("SELECT", lambda c: c.select_folder(inbox))
+            except MailboxError as exc:
+                if self._client is not None:
+                    self._lost(exc)           # the next use reconnects and selects the inbox
+        new_uid = self._find(message_id, None) if message_id else None
+        return f"{self._uidvalidity}:{new_uid}" if new_uid is not None else key
+
+    def _find(self, message_id: str | None, content_hash: str | None) -> int | None:
+        """The highest UID in the selected folder with this Message-ID, or with these exact bytes."""
+        if message_id:
+            found = self._do("UID SEARCH", lambda c: c.search(["HEADER", "Message-ID", message_id]))
+            return max((int(u) for u in found), default=None)
+        if not content_hash:
+            return None
+        uids = sorted(int(u) for u in self._do("UID SEARCH", lambda c: c.search("ALL")))
+        for start in range(0, len(uids), self._batch_size):
+            chunk = uids[start:start + self._batch_size]
+            data = self._do("FETCH BODY[]", lambda c: c.fetch(chunk, ["BODY.PEEK[]"]))
+            for uid, item in data.items():
+                if hashlib.sha256(item.get(b"BODY[]", b"")).hexdigest() == content_hash:
+                    return int(uid)
+        return None
+
+    def unavailable(self) -> str | None:
+        """Why the server cannot be reached right now, or None; /healthz asks from its own thread."""
+        if self._client is not None:
+            return None
+        return self._last_error or "not connected yet"
 
     def close(self) -> None:
         """Save the cursor and log out; safe to call twice."""
@@ -324,6 +371,7 @@ class ImapMailbox:
                 try:
                     token = token_from_command(cfg.oauth2_token_command)
                 except TokenCommandError as exc:
+                    self.oauth2_failed_at = time.monotonic()
                     raise MailboxAuthError(str(exc)) from None
                 client.oauth2_login(cfg.username, token)
             else:

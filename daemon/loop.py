@@ -30,10 +30,11 @@ def run(app: App, *, once: bool = False) -> None:
     restore = _stop_on_signals(app.stop)
     log.event("daemon.started", once=once, mailbox=app.config.mailbox.backend, smtp=app.config.smtp.backend)
     failures = 0
+    ready = False
     try:
         checks.run_checks(app)   # catch up after downtime before anything else
         while not app.stop.is_set():
-            app.metrics.tick()   # /healthz: the loop is alive
+            app.alive()   # /healthz: the loop is alive
             try:
                 ingest_waiting(app)
                 scheduler.run_pending()
@@ -42,7 +43,7 @@ def run(app: App, *, once: bool = False) -> None:
             except MailboxError as exc:
                 # The mailbox reconnects inside wait(), with its own backoff and log lines.
                 log.warning("mailbox.unavailable", error=str(exc))
-                app.mailbox.wait(MAX_BACKOFF, app.stop)
+                app.mailbox.wait(min(MAX_BACKOFF, app.notifier.max_sleep() or MAX_BACKOFF), app.stop)
                 continue
             except (peewee.OperationalError, peewee.InterfaceError) as exc:
                 # The database is away: wait, then try again; nothing is lost meanwhile.
@@ -54,8 +55,12 @@ def run(app: App, *, once: bool = False) -> None:
                 continue
             if once:
                 break
+            if not ready:  # systemd (Type=notify): up once the first pass is through
+                app.notifier.ready()
+                ready = True
             app.mailbox.wait(_wait_seconds(app, scheduler), app.stop)
     finally:
+        app.notifier.stopping()
         restore()
         log.event("daemon.stopped")
 
@@ -64,7 +69,7 @@ def ingest_waiting(app: App) -> int:
     """Handle every waiting message; a failing one is retried, then quarantined."""
     handled = 0
     for item in app.mailbox.fetch():
-        app.metrics.tick()
+        app.alive()
         if app.stop.is_set():
             break
         for _ in range(app.config.mailbox.max_attempts):
@@ -97,6 +102,9 @@ def _wait_seconds(app: App, scheduler: schedule.Scheduler) -> float:
     wait = app.config.mailbox.poll_interval.total_seconds()
     if scheduler.idle_seconds is not None:
         wait = min(wait, max(0.0, scheduler.idle_seconds))
+    watchdog = app.notifier.max_sleep()
+    if watchdog is not None:
+        wait = min(wait, watchdog)
     next_mail = outbox.next_due(app)
     if next_mail is not None:
         wait = min(wait, max(0.0, (next_mail - app.clock.now()).total_seconds()))

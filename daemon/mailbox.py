@@ -33,6 +33,10 @@ class Mailbox(Protocol):
     def file(self, key: str, folder: Folder) -> None:
         """Move a handled message out of the inbox into `folder` (created when missing)."""
 
+    def restore(self, key: str, message_id: str | None = None, content_hash: str | None = None) -> str:
+        """Move a quarantined message back into the inbox (`quarantine retry`); returns its new key.
+        `key` is where it waited in the inbox; an IMAP server finds it by Message-ID (or content hash)."""
+
     def wait(self, timeout: float, stop: threading.Event) -> None:
         """Block until new mail may be waiting, `timeout` seconds pass, or `stop` is set."""
 

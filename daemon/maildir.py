@@ -8,6 +8,7 @@ Message-ID, so writing it again after a crash replaces it instead of adding a co
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import socket
@@ -90,6 +91,27 @@ class MaildirMailbox:
             if candidate.exists():
                 return candidate
         return self.path / "cur" / key
+
+    def restore(self, key: str, message_id: str | None = None, content_hash: str | None = None) -> str:
+        """`.Quarantine/cur/<name>:2,S` back to `new/<name>`, so it is handled afresh; returns `<name>`."""
+        base = key.split(":2,")[0]
+        quarantine = self._folders[Folder.quarantine]
+        for sub in ("cur", "new"):
+            for entry in (quarantine / sub).glob(f"{glob.escape(base)}*"):
+                if entry.name.split(":2,")[0] == base:
+                    try:
+                        os.rename(entry, self.path / "new" / base)
+                    except OSError as exc:
+                        raise MailboxError(f"cannot move {key} back into the inbox: {exc.strerror}") from exc
+                    return base
+        raise MailboxError(f"message {key} is not in the quarantine folder {quarantine}")
+
+    def unavailable(self) -> str | None:
+        """Why the inbox cannot be read right now, or None; /healthz asks from its own thread."""
+        for sub in ("new", "cur"):
+            if not os.access(self.path / sub, os.R_OK | os.X_OK):
+                return f"cannot read {self.path / sub}"
+        return None
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         """Maildir has no IDLE: watch the directories' change times, cheaply, several times a second."""

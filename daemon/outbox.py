@@ -62,7 +62,7 @@ def drain(app: App) -> DrainResult:
     sender = app.renderer.from_addr
     with app.transport.session() as session:  # connects on the first send only
         while not app.stop.is_set():
-            app.metrics.tick()
+            app.alive()
             with app.db.atomic():
                 row = _claim_next(app)
                 if row is None:

@@ -13,6 +13,7 @@ import logging
 import socket
 import ssl
 import smtplib
+import time
 from typing import Callable, Iterator, NoReturn, Sequence
 
 from daemon import log
@@ -40,6 +41,7 @@ class SmtpTransport:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl_context
+        self.oauth2_failed_at: float | None = None   # time.monotonic() of the last token command failure
         self._local_hostname = local_hostname
 
     @contextlib.contextmanager
@@ -138,6 +140,7 @@ class SmtpTransport:
                 try:
                     token = token_from_command(cfg.oauth2_token_command)
                 except TokenCommandError as exc:
+                    self.oauth2_failed_at = time.monotonic()
                     raise TemporaryFailure(str(exc)) from None
                 sasl = xoauth2_string(cfg.username, token)
                 # A failed XOAUTH2 gets a 334 with an error document; answer it empty (RFC 7628 style).

@@ -1,0 +1,153 @@
+"""What the admin commands do (DESIGN §6): cancel a request, look at and retry the outbox and the quarantine.
+
+Each change is one transaction and one log line, like the daemon's own; the CLI only
+parses arguments and prints. Refusals (a closed request, an email that has not failed)
+raise AdminError, which the CLI turns into exit status 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+
+from daemon import log, outbox
+from daemon.effects import ConcurrentChange, Effects
+from daemon.errors import MailboxError, SmartacctError
+from daemon.workflow import transition
+from models.message import IncomingMessage, Outcome
+from models.outbox import OutboxRow, OutboxState
+from models.request import Request, format_ref, parse_ref
+from models.state import Action
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+CANCEL_TRIES = 3
+
+
+class AdminError(SmartacctError):
+    """An admin command cannot do what was asked (unknown id, wrong state); exit status 1."""
+
+
+@dataclass(frozen=True)
+class Retried:
+    """One id of `outbox retry` / `quarantine retry`: done, or why not."""
+
+    id: int
+    problem: str | None = None
+
+
+# --- requests cancel ----------------------------------------------------------------------------
+
+def cancel_request(app: App, ref: str, reason: str = "") -> Request:
+    """Cancel an open request as an admin; the parties are told as for CANCEL (DESIGN §1), now."""
+    req_id = parse_ref(ref)
+    if req_id is None:
+        raise AdminError(f"{ref!r} is not a request reference (SA-000042)")
+    for _ in range(CANCEL_TRIES):
+        fx = Effects(app.renderer, app.clock.now())
+        try:
+            with app.db.atomic():
+                req = Request.get_or_none(Request.id == req_id)
+                if req is None:
+                    raise AdminError(f"no request {format_ref(req_id)}")
+                t = transition(req, Action.cancel, fx.now, app.config.workflow, by_admin=True, reason=reason)
+                if t is None:
+                    raise AdminError(f"{req.ref} is {req.state}: only an open request "
+                                     "(awaiting_confirmation, pending_acceptance) can be cancelled")
+                fx.apply(req, t, by="admin", **({"reason": reason} if reason else {}))
+        except ConcurrentChange:
+            continue   # a reply or the daemon moved it meanwhile: look again
+        fx.flush_log()
+        outbox.drain(app)
+        return req
+    raise AdminError(f"{format_ref(req_id)} keeps changing under us; try again")
+
+
+# --- outbox -------------------------------------------------------------------------------------
+
+def outbox_rows(state: str | None = None) -> list[dict[str, Any]]:
+    """Outgoing emails, newest first, without their bytes."""
+    query = OutboxRow.select(OutboxRow.id, OutboxRow.request_id, OutboxRow.kind, OutboxRow.recipient,
+                             OutboxRow.message_id, OutboxRow.state, OutboxRow.attempts, OutboxRow.created_at,
+                             OutboxRow.next_try_at, OutboxRow.sent_at, OutboxRow.last_error)
+    if state:
+        query = query.where(OutboxRow.state == state)
+    return [{
+        "id": row.id, "ref": format_ref(row.request_id) if row.request_id else None, "kind": row.kind,
+        "recipient": row.recipient, "state": row.state, "attempts": row.attempts, "last_error": row.last_error,
+        "created_at": iso(row.created_at), "next_try_at": iso(row.next_try_at) if row.state == "queued" else None,
+        "sent_at": iso(row.sent_at), "message_id": row.message_id,
+    } for row in query.order_by(OutboxRow.id.desc())]
+
+
+def retry_emails(app: App, ids: Iterable[int]) -> list[Retried]:
+    """Failed emails back into the queue, due now; their attempts are kept for the record."""
+    results = []
+    for email_id in ids:
+        now = app.clock.now()
+        with app.db.atomic():
+            row = OutboxRow.get_or_none(OutboxRow.id == email_id)
+            if row is None:
+                results.append(Retried(email_id, f"no email #{email_id} in the outbox"))
+                continue
+            if row.state != OutboxState.failed.value:
+                results.append(Retried(email_id, f"email #{email_id} is {row.state}, not failed"))
+                continue
+            (OutboxRow.update(state=OutboxState.queued.value, next_try_at=now)
+             .where((OutboxRow.id == row.id) & (OutboxRow.state == OutboxState.failed.value)).execute())
+        log.event("email.requeued", ref=format_ref(row.request_id) if row.request_id else None, kind=row.kind,
+                  to=row.recipient, outbox=row.id, attempts=row.attempts, by="admin")
+        results.append(Retried(email_id))
+    return results
+
+
+# --- quarantine ---------------------------------------------------------------------------------
+
+def quarantined() -> list[dict[str, Any]]:
+    """Messages that failed processing max_attempts times, newest first."""
+    query = (IncomingMessage.select().where(IncomingMessage.outcome == Outcome.quarantined.value)
+             .order_by(IncomingMessage.id.desc()))
+    return [{
+        "id": m.id, "key": m.mailbox_key, "message_id": m.message_id, "sender": m.sender, "subject": m.subject,
+        "attempts": m.attempts, "last_error": m.last_error, "received_at": iso(m.received_at),
+        "quarantined_at": iso(m.handled_at),
+    } for m in query]
+
+
+def retry_quarantined(app: App, ids: Iterable[int]) -> list[Retried]:
+    """Move each message back into the inbox and forget its attempts, so the daemon handles it afresh."""
+    results = []
+    for incoming_id in ids:
+        try:
+            results.append(_retry_quarantined(app, incoming_id))
+        except MailboxError as exc:   # rolled back: the row is still quarantined
+            results.append(Retried(incoming_id, f"message #{incoming_id}: {exc}"))
+    return results
+
+
+def _retry_quarantined(app: App, incoming_id: int) -> Retried:
+    """The row is reset and the message moved in one transaction: should the move fail, the
+    row stays quarantined; should the daemon see the message before the commit, it waits
+    for this transaction (its first write is to this row) and then finds the row reset."""
+    with app.db.atomic():
+        row = IncomingMessage.get_or_none(IncomingMessage.id == incoming_id)
+        if row is None:
+            return Retried(incoming_id, f"no incoming message #{incoming_id}")
+        if row.outcome != Outcome.quarantined.value:
+            return Retried(incoming_id, f"message #{incoming_id} is not quarantined ({row.outcome or 'waiting'})")
+        (IncomingMessage
+         .update(attempts=0, handled_at=None, outcome=None, folder=None)
+         .where((IncomingMessage.id == row.id) & (IncomingMessage.outcome == Outcome.quarantined.value))
+         .execute())
+        content_hash = row.key[len("sha256:"):] if row.key.startswith("sha256:") else None
+        new_key = app.mailbox.restore(row.mailbox_key, message_id=row.message_id, content_hash=content_hash)
+        IncomingMessage.update(mailbox_key=new_key).where(IncomingMessage.id == row.id).execute()
+    log.event("message.requeued", key=new_key, incoming=row.id, message_id=row.message_id, sender=row.sender,
+              by="admin")
+    return Retried(incoming_id)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

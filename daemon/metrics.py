@@ -1,0 +1,296 @@
+"""Prometheus metrics and /healthz for admins and their monitoring (DESIGN §5 [metrics], issue 7).
+
+Counters move where things happen (ingest, outbox, checks); everything that is a
+state of the world (queue depth, ages, requests by state, the mailbox's last answer)
+is read at scrape time, so a stalled daemon cannot report stale good news.
+The HTTP server runs in its own threads; each request opens its own database
+connection (peewee connections are per thread) and never touches the mailbox's
+connection: it only reads plain attributes the loop keeps up to date.
+
+Health: /healthz answers 200 "ok" when the loop is alive, the database answers and
+the mailbox answered recently; otherwise 503 with a one-line reason. "Alive" and
+"recently" both mean within HEALTH_FACTOR × max(poll_interval, 60 s): the loop never
+waits longer than poll_interval between passes, so twice that is a stall.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+import peewee
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+from daemon import log
+from daemon.errors import ConfigError, SmartacctError
+from models.message import IncomingMessage, Outcome
+from models.outbox import OutboxRow, OutboxState
+from models.request import Request
+from models.state import State
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+HEALTH_FACTOR = 2
+HEALTH_FLOOR = dt.timedelta(seconds=60)
+CHECK_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class MetricsError(SmartacctError):
+    """The metrics endpoint could not listen (address in use, not an address of this host)."""
+
+
+class Metrics:
+    """The daemon's own registry (never prometheus_client's global one) and the loop's heartbeat."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.messages = Counter("smartacct_messages_handled", "Incoming messages handled, by outcome "
+                                "(failed: an attempt that raised; duplicate: seen before)",
+                                ["outcome"], registry=self.registry)
+        self.emails_sent = Counter("smartacct_emails_sent", "Emails handed to the SMTP server (or the outgoing "
+                                   "Maildir), by kind", ["kind"], registry=self.registry)
+        self.emails_deferred = Counter("smartacct_emails_deferred", "Temporary delivery failures, retried later, "
+                                       "by kind", ["kind"], registry=self.registry)
+        self.emails_failed = Counter("smartacct_emails_failed", "Emails given up on, by kind", ["kind"],
+                                     registry=self.registry)
+        self.check_duration = Histogram("smartacct_check_duration_seconds", "Duration of a scheduled check run",
+                                        buckets=CHECK_BUCKETS, registry=self.registry)
+        self.heartbeat = time.monotonic()
+
+    def tick(self) -> None:
+        """The loop is alive: called each pass, per message and per outgoing email."""
+        self.heartbeat = time.monotonic()
+
+    def handled(self, outcome: str) -> None:
+        self.messages.labels(outcome=outcome).inc()
+
+
+def health_limit(app: App) -> float:
+    """Seconds without a heartbeat (or an answer from the mailbox) after which /healthz says 503."""
+    return HEALTH_FACTOR * max(app.config.mailbox.poll_interval, HEALTH_FLOOR).total_seconds()
+
+
+def health(app: App) -> str | None:
+    """None when healthy, else a one-line reason. Runs in an HTTP thread with its own DB connection."""
+    if app.stop.is_set():
+        return "stopping"
+    limit = health_limit(app)
+    now = time.monotonic()
+    quiet = now - app.metrics.heartbeat
+    if quiet > limit:
+        return f"loop stalled: no heartbeat for {quiet:.0f}s (limit {limit:.0f}s)"
+    try:
+        app.db.execute_sql("SELECT version FROM schema_version LIMIT 1").fetchall()
+    except peewee.PeeweeException as exc:
+        return f"database unreachable: {_one_line(exc)}"
+    mailbox = app.mailbox_if_open
+    if mailbox is None:
+        return "mailbox not contacted yet"
+    reason = mailbox.unavailable() if hasattr(mailbox, "unavailable") else None
+    if reason:
+        return f"mailbox unreachable: {_one_line(reason)}"
+    last = getattr(mailbox, "last_contact", None)
+    if last is None:
+        return "mailbox not contacted yet"
+    if now - last > limit:
+        return f"mailbox silent for {now - last:.0f}s (limit {limit:.0f}s)"
+    return None
+
+
+class StateCollector:
+    """Gauges computed at scrape time from the database and the backends' own attributes."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def describe(self) -> list[Metric]:
+        return []   # nothing to check at registration: collect() needs the database
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        mono = time.monotonic()
+        yield _gauge("smartacct_loop_heartbeat_age_seconds", "Seconds since the main loop last showed life",
+                     mono - app.metrics.heartbeat)
+        yield from self._mailbox(mono)
+        yield from self._oauth2(mono)
+        try:
+            families = list(self._database(app.clock.now()))
+        except peewee.PeeweeException as exc:
+            log.warning("metrics.database_unavailable", error=_one_line(exc))
+            families = []
+            up = 0.0
+        else:
+            up = 1.0
+        yield _gauge("smartacct_database_up", "1 when the database answered this scrape", up)
+        yield from families
+
+    def _mailbox(self, mono: float) -> Iterator[Metric]:
+        mailbox = self.app.mailbox_if_open
+        if mailbox is None:
+            yield _gauge("smartacct_mailbox_up", "1 when the mailbox is connected and answering", 0.0)
+            return
+        last = getattr(mailbox, "last_contact", None)
+        reason = mailbox.unavailable() if hasattr(mailbox, "unavailable") else None
+        yield _gauge("smartacct_mailbox_up", "1 when the mailbox is connected and answering",
+                     1.0 if last is not None and not reason else 0.0)
+        if last is not None:
+            yield _gauge("smartacct_mailbox_last_contact_age_seconds",
+                         "Seconds since the mailbox last answered (IDLE, poll or listing)", mono - last)
+        if hasattr(mailbox, "reconnects"):
+            yield CounterMetricFamily("smartacct_imap_reconnects", "IMAP connections re-established after a loss",
+                                      value=float(mailbox.reconnects))
+
+    def _oauth2(self, mono: float) -> Iterator[Metric]:
+        family = GaugeMetricFamily("smartacct_oauth2_token_last_failure_timestamp_seconds",
+                                   "Unix time the oauth2_token_command last failed (0: never)",
+                                   labels=["backend"])
+        cfg = self.app.config
+        for backend, configured, obj in (("mailbox", cfg.mailbox.oauth2_token_command, self.app.mailbox_if_open),
+                                         ("smtp", cfg.smtp.oauth2_token_command, self.app.transport_if_open)):
+            if not configured:
+                continue
+            failed = getattr(obj, "oauth2_failed_at", None)
+            family.add_metric([backend], 0.0 if failed is None else time.time() - (mono - failed))
+        if family.samples:
+            yield family
+
+    def _database(self, now: dt.datetime) -> Iterator[Metric]:
+        by_state = {s.value: 0 for s in State}
+        for state, count in (Request.select(Request.state, peewee.fn.COUNT(Request.id))
+                             .group_by(Request.state).tuples()):
+            by_state[state] = count
+        family = GaugeMetricFamily("smartacct_requests", "Requests by state", labels=["state"])
+        for state, count in by_state.items():
+            family.add_metric([state], float(count))
+        yield family
+
+        queued = OutboxRow.state == OutboxState.queued.value
+        yield _gauge("smartacct_outbox_queued", "Emails waiting in the outbox (queue depth)",
+                     OutboxRow.select().where(queued).count())
+        oldest = OutboxRow.select(OutboxRow.created_at).where(queued).order_by(OutboxRow.created_at).first()
+        yield _gauge("smartacct_outbox_oldest_queued_age_seconds", "Age of the oldest queued email (0: none)",
+                     _age(now, oldest.created_at if oldest else None))
+        yield _gauge("smartacct_outbox_failed", "Failed emails waiting for an admin (smartacct outbox retry)",
+                     OutboxRow.select().where(OutboxRow.state == OutboxState.failed.value).count())
+
+        waiting = ((IncomingMessage.outcome.is_null() | (IncomingMessage.outcome == Outcome.failed.value))
+                   & IncomingMessage.handled_at.is_null())
+        yield _gauge("smartacct_messages_unprocessed", "Incoming messages seen but not handled yet",
+                     IncomingMessage.select().where(waiting).count())
+        oldest_in = (IncomingMessage.select(IncomingMessage.received_at).where(waiting)
+                     .order_by(IncomingMessage.received_at).first())
+        yield _gauge("smartacct_oldest_unprocessed_message_age_seconds",
+                     "Age of the oldest incoming message not handled yet (0: none)",
+                     _age(now, oldest_in.received_at if oldest_in else None))
+        quarantined = IncomingMessage.outcome == Outcome.quarantined.value
+        yield _gauge("smartacct_messages_quarantined", "Messages in quarantine (smartacct quarantine list)",
+                     IncomingMessage.select().where(quarantined).count())
+        oldest_q = (IncomingMessage.select(IncomingMessage.handled_at).where(quarantined)
+                    .order_by(IncomingMessage.handled_at).first())
+        yield _gauge("smartacct_oldest_quarantined_message_age_seconds",
+                     "Age of the oldest quarantined message (0: none)",
+                     _age(now, oldest_q.handled_at if oldest_q else None))
+
+
+# --- the HTTP endpoint ---------------------------------------------------------------------------
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"127.0.0.1:9108", "[::1]:9108" or ":9108" (every IPv4 interface) -> (host, port)."""
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("metrics.listen", f"expected HOST:PORT such as \"127.0.0.1:9108\", got {listen!r}")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+class MetricsServer:
+    """A small threaded HTTP server: GET /metrics and GET /healthz."""
+
+    def __init__(self, app: App, host: str, port: int) -> None:
+        app.metrics.registry.register(StateCollector(app))
+        handler = _handler(app)
+        server_class = _Server6 if ":" in host else _Server
+        try:
+            self.server = server_class((host, port), handler)
+        except OSError as exc:
+            raise MetricsError(f"metrics.listen: cannot listen on {host}:{port}: {exc.strerror}") from None
+        self.address = f"{host}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        log.event("metrics.listening", address=self.address)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def serve(app: App) -> MetricsServer | None:
+    """Start the endpoint when [metrics] listen is set; None when it is off."""
+    if not app.config.metrics.listen:
+        return None
+    server = MetricsServer(app, *parse_listen(app.config.metrics.listen))
+    server.start()
+    return server
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _handler(app: App) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "smartacct"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's spelling)
+            path = self.path.split("?", 1)[0]
+            try:
+                with app.db.connection_context():   # this thread's own connection, closed after
+                    if path == "/metrics":
+                        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                        self._reply(200, encoder(app.metrics.registry), content_type)
+                    elif path == "/healthz":
+                        reason = health(app)
+                        self._reply(200 if reason is None else 503, f"{reason or 'ok'}\n".encode())
+                    else:
+                        self._reply(404, b"not found: try /metrics or /healthz\n")
+            except peewee.PeeweeException as exc:   # connecting failed
+                reason = f"database unreachable: {_one_line(exc)}"
+                self._reply(503, f"{reason}\n".encode())
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass   # scrapes every few seconds would drown the admin's log
+
+    return Handler
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=float(value))
+
+
+def _age(now: dt.datetime, since: dt.datetime | None) -> float:
+    return max(0.0, (now - since).total_seconds()) if since is not None else 0.0
+
+
+def _one_line(value: object) -> str:
+    text = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
+    return " ".join(text.split())[:300]

@@ -95,7 +95,8 @@ def retry_emails(app: App, ids: Iterable[int]) -> list[Retried]:
             if row.state != OutboxState.failed.value:
                 results.append(Retried(email_id, f"email #{email_id} is {row.state}, not failed"))
                 continue
-            (OutboxRow.update(state=OutboxState.queued.value, next_try_at=now)
+            # created_at restarts the give_up_after clock: an admin's retry gets a full new window.
+            (OutboxRow.update(state=OutboxState.queued.value, next_try_at=now, created_at=now)
              .where((OutboxRow.id == row.id) & (OutboxRow.state == OutboxState.failed.value)).execute())
         log.event("email.requeued", ref=format_ref(row.request_id) if row.request_id else None, kind=row.kind,
                   to=row.recipient, outbox=row.id, attempts=row.attempts, by="admin")

@@ -34,7 +34,6 @@ def run_checks(app: App) -> int:
 
 def _run_checks(app: App) -> int:
     now = app.clock.now()
-    wf = app.config.workflow
     acted = 0
     after: tuple[dt.datetime, int] | None = None  # keyset paging on the partial index request_due
     while not app.stop.is_set():

@@ -34,8 +34,11 @@ from parsers.validate import Problem, ValidRequest, request_language, validate
 if TYPE_CHECKING:
     from daemon.app import App
 
-@dataclass
-class Outcomes:
+
+@dataclass(frozen=True)
+class Handled:
+    """What handling one message came to: its outcome, where to file it, the request it touched."""
+
     outcome: Outcome
     folder: Folder
     request_id: int | None = None
@@ -131,7 +134,7 @@ def _quarantine(app: App, row: IncomingMessage, item: InboxMessage, msg: ParsedM
 
 # --- one handler per kind of intent ------------------------------------------------------------
 
-def _new_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NewRequest) -> Outcomes:
+def _new_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NewRequest) -> Handled:
     wf = app.config.workflow
     assert msg.sender is not None
     result = validate(intent.form, max_users=wf.max_users, require_customer_in_domain=wf.require_customer_in_domain,
@@ -147,7 +150,7 @@ def _new_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NewReques
                customer=req.customer_email)
         for mail in review_mails(msg.sender):
             fx.send(mail, req)
-        return Outcomes(Outcome.request, Folder.processed, req.id)
+        return Handled(Outcome.request, Folder.processed, req.id)
     lang = request_language(intent.form, wf.default_language)
     values = intent.form.fields
     req = Request.create(
@@ -159,10 +162,10 @@ def _new_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NewReques
     fx.event(req, "request.rejected", partner=msg.sender, problems=problems)
     fx.log("request.rejected", ref=req.ref, partner=msg.sender, problems=problems)
     fx.send(_rejection(app, msg.sender, result, _echo(intent.form.fields, lang), lang), req)
-    return Outcomes(Outcome.rejected, Folder.rejected, req.id)
+    return Handled(Outcome.rejected, Folder.rejected, req.id)
 
 
-def _reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply) -> Outcomes:
+def _reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply) -> Handled:
     sender = msg.sender or ""
     keyword = intent.command.keyword if intent.command else None
     tokens = list(
@@ -172,7 +175,7 @@ def _reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply) -> Outco
     if not tokens:
         fx.warn("reply.refused", reason=Refusal.no_token.value, sender=sender,
                 ref=",".join(intent.subject_refs) or None, keyword=keyword.value if keyword else None)
-        return Outcomes(Outcome.ignored, Folder.rejected)
+        return Handled(Outcome.ignored, Folder.rejected)
     if keyword in KEYWORD_ACTIONS:
         return _act_on_reply(app, fx, msg, intent, tokens, keyword)
     # STATUS, HELP, or an answer without a keyword: only ever to a party of the request.
@@ -180,15 +183,15 @@ def _reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply) -> Outco
     if sender not in parties(req):
         fx.warn("reply.refused", reason=Refusal.wrong_sender.value, ref=req.ref, sender=sender,
                 keyword=keyword.value if keyword else None)
-        return Outcomes(Outcome.ignored, Folder.rejected, req.id)
+        return Handled(Outcome.ignored, Folder.rejected, req.id)
     kind = "status" if keyword is Keyword.STATUS else "help"
     fx.log(f"{kind}.answered", ref=req.ref, to=sender)
     fx.send(Mail(kind, sender, thread=True, extra=_form_extra(app, req.language) if kind == "help" else {}), req)
-    return Outcomes(Outcome.answered, Folder.processed, req.id)
+    return Handled(Outcome.answered, Folder.processed, req.id)
 
 
 def _act_on_reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply,
-                  tokens: list[ReplyToken], keyword: Keyword) -> Outcomes:
+                  tokens: list[ReplyToken], keyword: Keyword) -> Handled:
     """Act with the first token that passes the security rule; otherwise refuse, loudly."""
     wf = app.config.workflow
     sender = msg.sender or ""
@@ -212,7 +215,7 @@ def _act_on_reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply,
         if used != 1:
             raise ConcurrentChange(f"token of {req.ref} used meanwhile")
         fx.apply(req, t, by=tok.party, sender=sender)
-        return Outcomes(Outcome.reply, Folder.processed, req.id)
+        return Handled(Outcome.reply, Folder.processed, req.id)
     # The most telling refusal: a stale token from the right party deserves a friendly answer.
     refusal, tok = min(refusals, key=lambda r: _REFUSAL_RANK[r[0]])
     req = tok.request
@@ -220,38 +223,38 @@ def _act_on_reply(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Reply,
             party=tok.party, state=req.state)
     if refusal is Refusal.stale:
         fx.send(Mail("late_reply", sender, thread=True, extra={"keyword": keyword.value}), req)
-        return Outcomes(Outcome.answered, Folder.processed, req.id)
-    return Outcomes(Outcome.ignored, Folder.rejected, req.id)
+        return Handled(Outcome.answered, Folder.processed, req.id)
+    return Handled(Outcome.ignored, Folder.rejected, req.id)
 
 
 _REFUSAL_RANK = {Refusal.stale: 0, Refusal.dmarc: 1, Refusal.not_allowed: 2, Refusal.ref_mismatch: 3,
                  Refusal.wrong_sender: 4, Refusal.no_token: 5}
 
 
-def _command(app: App, fx: Effects, msg: ParsedMessage, intent: cl.CommandMail) -> Outcomes:
+def _command(app: App, fx: Effects, msg: ParsedMessage, intent: cl.CommandMail) -> Handled:
     sender = msg.sender or ""
     cmd = intent.command
     if cmd.keyword is Keyword.HELP:
         fx.log("help.answered", to=sender)
         fx.send(Mail("help", sender, thread=True, extra=_form_extra(app, cmd.language)), None, lang=cmd.language)
-        return Outcomes(Outcome.answered, Folder.processed)
+        return Handled(Outcome.answered, Folder.processed)
     ref = cmd.ref or next(iter(cl.subject_refs(msg)), None)
     req = Request.get_or_none(Request.id == parse_ref(ref)) if ref else None
     if req is None or sender not in parties(req):
         fx.warn("status.refused", ref=ref, sender=sender, reason="unknown_ref" if req is None else "not_a_party")
-        return Outcomes(Outcome.ignored, Folder.rejected, req.id if req else None)
+        return Handled(Outcome.ignored, Folder.rejected, req.id if req else None)
     fx.log("status.answered", ref=req.ref, to=sender)
     fx.send(Mail("status", sender, thread=True), req)
-    return Outcomes(Outcome.answered, Folder.processed, req.id)
+    return Handled(Outcome.answered, Folder.processed, req.id)
 
 
-def _bounce(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Bounce) -> Outcomes:
+def _bounce(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Bounce) -> Handled:
     """A bounce of one of our emails is linked to its request; never answered (DESIGN §3)."""
     row = (OutboxRow.select().where(OutboxRow.message_id.in_(list(intent.bounced_message_ids))).first()
            if intent.bounced_message_ids else None)
     if row is None:
         fx.log("bounce.ignored", sender=msg.sender, status=intent.status)
-        return Outcomes(Outcome.ignored, Folder.processed)
+        return Handled(Outcome.ignored, Folder.processed)
     req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
     ref = req.ref if req else None
     permanent = (intent.status or "5").startswith("5")
@@ -261,34 +264,34 @@ def _bounce(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Bounce) -> Out
         if row.kind == "activation" and permanent:
             fx.send(Mail("delivery_failed", req.partner_email,
                          extra={"failed_recipient": row.recipient, "error": intent.status or "bounced"}), req)
-    return Outcomes(Outcome.ignored, Folder.processed, req.id if req else None)
+    return Handled(Outcome.ignored, Folder.processed, req.id if req else None)
 
 
-def _not_a_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NotARequest) -> Outcomes:
+def _not_a_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NotARequest) -> Handled:
     assert msg.sender is not None
     lang = app.config.workflow.default_language
     fx.log("message.not_a_request", sender=msg.sender, subject=msg.subject)
     fx.send(_rejection(app, msg.sender, [Problem(None, "no_form")], [], lang), None, lang=lang)
-    return Outcomes(Outcome.rejected, Folder.rejected)
+    return Handled(Outcome.rejected, Folder.rejected)
 
 
-def _ignore(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Ignore) -> Outcomes:
+def _ignore(app: App, fx: Effects, msg: ParsedMessage, intent: cl.Ignore) -> Handled:
     fx.log("message.ignored", reason=intent.reason, sender=msg.sender, message_id=msg.message_id)
-    return Outcomes(Outcome.ignored, Folder.processed)
+    return Handled(Outcome.ignored, Folder.processed)
 
 
-def _too_large(app: App, fx: Effects, msg: ParsedMessage, size: int) -> Outcomes:
+def _too_large(app: App, fx: Effects, msg: ParsedMessage, size: int) -> Handled:
     limit = app.config.mailbox.max_message_size
     fx.warn("message.too_large", sender=msg.sender, size=size, limit=limit)
     if msg.sender and not msg.is_automatic and cl.sender_allowed(msg.sender, app.config.workflow.partner_domains):
         problem = Problem(None, "too_large", (("max", _human_size(limit)),))
         lang = app.config.workflow.default_language
         fx.send(_rejection(app, msg.sender, [problem], [], lang), None, lang=lang)
-        return Outcomes(Outcome.rejected, Folder.rejected)
-    return Outcomes(Outcome.ignored, Folder.rejected)
+        return Handled(Outcome.rejected, Folder.rejected)
+    return Handled(Outcome.ignored, Folder.rejected)
 
 
-HANDLERS: dict[type, Callable[..., Outcomes]] = {
+HANDLERS: dict[type, Callable[..., Handled]] = {
     cl.NewRequest: _new_request,
     cl.Reply: _reply,
     cl.CommandMail: _command,

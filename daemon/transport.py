@@ -7,7 +7,7 @@ connection; send() raises TemporaryFailure or PermanentFailure (daemon.errors).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Protocol, Sequence
+from typing import Protocol, Sequence
 
 
 class Session(Protocol):

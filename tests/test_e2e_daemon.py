@@ -3,7 +3,6 @@ by itself, runs the scheduled checks on its own clock, stops cleanly on SIGTERM 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest

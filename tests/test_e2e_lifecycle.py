@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 from email.message import EmailMessage
-from pathlib import Path
 
 import pytest
 

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import peewee
+
 from daemon import config as config_mod
 from daemon import log
 from daemon.app import App, build
@@ -36,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except SmartacctError as exc:
         print(f"smartacct: {exc}", file=sys.stderr)
+        return 1
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        print(f"smartacct: the database is busy or unreachable ({exc}); try again", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -14,7 +14,7 @@ from daemon import log
 from daemon.effects import Effects
 from daemon.errors import DeliveryError, PermanentFailure, TemporaryFailure
 from daemon.workflow import Mail
-from models.locks import claiming, skip_locked
+from models.locks import skip_locked
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
 
@@ -63,7 +63,7 @@ def drain(app: App) -> DrainResult:
     with app.transport.session() as session:  # connects on the first send only
         while not app.stop.is_set():
             app.alive()
-            with claiming(app.db):
+            with app.db.atomic():  # SQLite: the write lock; PostgreSQL: the row lock below
                 row = _claim_next(app)
                 if row is None:
                     break

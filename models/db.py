@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import peewee
@@ -27,11 +28,11 @@ def _connect(url: str) -> peewee.Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # WAL lets `requests list` read while the daemon writes; NORMAL is durable at checkpoints
         # and never corrupts; busy_timeout rides out a CLI write racing the daemon.
-        return peewee.SqliteDatabase(path, pragmas={
+        return _SqliteDatabase(path, pragmas={
             "journal_mode": "wal",
             "synchronous": "normal",
             "foreign_keys": 1,
-            "busy_timeout": 10_000,
+            "busy_timeout": 30_000,
         })
     parsed = urlparse(url)
     return peewee.PostgresqlDatabase(
@@ -42,3 +43,17 @@ def _connect(url: str) -> peewee.Database:
         port=parsed.port or None,
         prefer_psycopg3=True,
     )
+
+
+class _SqliteDatabase(peewee.SqliteDatabase):
+    """Every transaction takes the write lock when it begins (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes cannot wait for a lock another
+    process holds (WAL returns SQLITE_BUSY at once); an immediate one waits busy_timeout.
+    So an admin command next to the running daemon waits its turn instead of failing.
+    """
+
+    def atomic(self, *args: Any, **kwargs: Any) -> Any:
+        if not args and "lock_type" not in kwargs:
+            kwargs["lock_type"] = "IMMEDIATE"
+        return super().atomic(*args, **kwargs)

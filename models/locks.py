@@ -42,8 +42,3 @@ def skip_locked(query: Any, db: peewee.Database) -> Any:
     """FOR UPDATE SKIP LOCKED where the database has it: rows another instance holds are passed over."""
     return query.for_update(skip_locked=True) if is_postgres(db) else query
 
-
-def claiming(db: peewee.Database) -> Any:
-    """A transaction that owns the rows it reads: on SQLite, BEGIN IMMEDIATE takes the write lock
-    at once, so a CLI command draining the outbox next to the daemon never picks the same row."""
-    return db.atomic() if is_postgres(db) else db.atomic("IMMEDIATE")

@@ -144,24 +144,41 @@ class ImapMailbox:
                     self._save_cursor()
 
     def file(self, key: str, folder: Folder) -> None:
-        """MOVE, or COPY + \\Deleted + UID EXPUNGE where the server lacks MOVE (RFC 6851)."""
-        validity, uid = parse_key(key)
+        self.file_many([(key, folder)])
+
+    def file_many(self, items: Sequence[tuple[str, Folder]]) -> None:
+        """One UID MOVE per target folder for a whole batch: a MOVE per message makes Dovecot
+        rewrite its index every time, which grows with the mailbox (quadratic over a backlog)."""
         self._ensure_connected()
-        if validity != self._uidvalidity:
-            raise MailboxError(
-                f"message {key} cannot be filed: the folder's UIDVALIDITY is now {self._uidvalidity}; "
-                "it will be fetched again under a new key")
-        target = self.folder_name(folder)
+        by_target: dict[str, list[int]] = {}
+        for key, folder in items:
+            validity, uid = parse_key(key)
+            if validity != self._uidvalidity:
+                log.warning("imap.file_skipped", key=key, reason="uidvalidity_changed")
+                continue  # fetched again under its new key; its database row makes that a duplicate
+            by_target.setdefault(self.folder_name(folder), []).append(uid)
+        for target, uids in by_target.items():
+            self._file_uids(uids, target)
+            for uid in uids:
+                self._pending.discard(uid)
+                if uid > self._last_uid:
+                    self._filed.add(uid)
+
+    def _file_uids(self, uids: list[int], target: str) -> None:
         try:
-            self._file(uid, target)
-        except MailboxError:
-            if self._client is None or self._do("LIST", lambda c: c.folder_exists(target)):
+            self._file(uids, target)
+        except MailboxError as exc:
+            if self._client is None:
                 raise
-            self._do("CREATE", lambda c: c.create_folder(target))   # deleted while we ran
-            self._file(uid, target)
-        self._pending.discard(uid)
-        if uid > self._last_uid:
-            self._filed.add(uid)
+            if "EXPUNGEISSUED" in str(exc):
+                # Another session (another instance) moved some of them first. A NOOP tells this
+                # session about those expunges; the retry then skips the UIDs that are gone.
+                self._do("NOOP", lambda c: c.noop())
+            elif not self._do("LIST", lambda c: c.folder_exists(target)):
+                self._do("CREATE", lambda c: c.create_folder(target))   # deleted while we ran
+            else:
+                raise
+            self._file(uids, target)
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         """IDLE (or sleep until the next poll) until new mail, `timeout`, or `stop`; reconnects."""
@@ -476,14 +493,14 @@ class ImapMailbox:
             for uid in uids if uid in raw
         ]
 
-    def _file(self, uid: int, target: str) -> None:
+    def _file(self, uids: list[int], target: str) -> None:
         if self._use_move and b"MOVE" in self._caps:
-            self._do("MOVE", lambda c: c.move([uid], target))
+            self._do("MOVE", lambda c: c.move(uids, target))
             return
-        self._do("COPY", lambda c: c.copy([uid], target))
-        self._do("STORE \\Deleted", lambda c: c.add_flags([uid], [DELETED], silent=True))
+        self._do("COPY", lambda c: c.copy(uids, target))
+        self._do("STORE \\Deleted", lambda c: c.add_flags(uids, [DELETED], silent=True))
         if b"UIDPLUS" in self._caps:
-            self._do("UID EXPUNGE", lambda c: c.uid_expunge([uid]))
+            self._do("UID EXPUNGE", lambda c: c.uid_expunge(uids))
         else:
             self._do("EXPUNGE", lambda c: c.expunge())
 

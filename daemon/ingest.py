@@ -95,15 +95,19 @@ def _begin_attempt(app: App, msg: ParsedMessage, item: InboxMessage, now: dt.dat
     """Record the attempt before any effect, in its own commit (DESIGN §4: retries are counted)."""
     key = idempotency_key(msg)
     with app.db.atomic():
-        (IncomingMessage
-         .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
-                 subject=msg.subject[:1000], size=item.size, mailbox_key=item.key, received_at=now, attempts=1)
-         .on_conflict(conflict_target=[IncomingMessage.key],
-                      update={IncomingMessage.attempts: IncomingMessage.attempts + 1,
-                              IncomingMessage.mailbox_key: item.key},
-                      where=IncomingMessage.handled_at.is_null())
-         .execute())
-        return IncomingMessage.get(IncomingMessage.key == key)
+        rows = (IncomingMessage
+                .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
+                        subject=msg.subject[:1000], size=item.size, mailbox_key=item.key, received_at=now,
+                        attempts=1)
+                .on_conflict(conflict_target=[IncomingMessage.key],
+                             update={IncomingMessage.attempts: IncomingMessage.attempts + 1,
+                                     IncomingMessage.mailbox_key: item.key},
+                             where=IncomingMessage.handled_at.is_null())
+                .returning(IncomingMessage)
+                .execute())
+        counted = next(iter(rows), None)
+        # No row back: the conflict's WHERE failed, so it was handled already (a duplicate).
+        return counted if counted is not None else IncomingMessage.get(IncomingMessage.key == key)
 
 
 def record_failure(app: App, item: InboxMessage, exc: BaseException) -> Folder | None:

@@ -17,11 +17,13 @@ import schedule
 
 from daemon import checks, ingest, log, outbox
 from daemon.errors import MailboxError
+from daemon.mailbox import Folder, InboxMessage
 
 if TYPE_CHECKING:
     from daemon.app import App
 
 MAX_BACKOFF = 60.0
+FILE_BATCH = 100
 
 
 def run(app: App, *, once: bool = False) -> None:
@@ -66,28 +68,48 @@ def run(app: App, *, once: bool = False) -> None:
 
 
 def ingest_waiting(app: App) -> int:
-    """Handle every waiting message; a failing one is retried, then quarantined."""
-    handled = 0
+    """Handle every waiting message; a failing one is retried, then quarantined.
+
+    Handled messages are filed in batches (one IMAP MOVE per folder per batch), always
+    after their commit: a crash in between only means they are seen again, as duplicates.
+    """
+    handled: list[tuple[str, Folder]] = []
+    total = 0
     for item in app.mailbox.fetch():
         app.alive()
         if app.stop.is_set():
             break
-        for _ in range(app.config.mailbox.max_attempts):
-            try:
-                folder = ingest.handle(app, item)
-                if folder is None:
-                    break  # another instance has it and files it
-            except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
-                raise  # the world is broken, not the message: the loop backs off
-            except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine
-                folder = ingest.record_failure(app, item, exc)
-                if folder is None:
-                    continue
-            app.mailbox.file(item.key, folder)
-            log.event("message.filed", key=item.key, folder=folder.value)
-            handled += 1
-            break
-    return handled
+        folder = _handle_with_retries(app, item)
+        if folder is not None:
+            handled.append((item.key, folder))
+        if len(handled) >= FILE_BATCH:
+            total += _file(app, handled)
+    if handled:
+        total += _file(app, handled)
+    return total
+
+
+def _handle_with_retries(app: App, item: InboxMessage) -> Folder | None:
+    """The folder to file the message in, or None to leave it (another instance has it, or a retry is due)."""
+    for _ in range(app.config.mailbox.max_attempts):
+        try:
+            return ingest.handle(app, item)
+        except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
+            raise  # the world is broken, not the message: the loop backs off
+        except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine
+            folder = ingest.record_failure(app, item, exc)
+            if folder is not None:
+                return folder
+    return None
+
+
+def _file(app: App, handled: list[tuple[str, Folder]]) -> int:
+    app.mailbox.file_many(handled)
+    for key, folder in handled:
+        log.event("message.filed", key=key, folder=folder.value)
+    count = len(handled)
+    handled.clear()
+    return count
 
 
 def _drop_connection(app: App) -> None:

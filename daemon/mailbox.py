@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Iterator, Protocol, Sequence
 
 
 class Folder(enum.Enum):
@@ -36,6 +36,9 @@ class Mailbox(Protocol):
     def restore(self, key: str, message_id: str | None = None, content_hash: str | None = None) -> str:
         """Move a quarantined message back into the inbox (`quarantine retry`); returns its new key.
         `key` is where it waited in the inbox; an IMAP server finds it by Message-ID (or content hash)."""
+
+    def file_many(self, items: Sequence[tuple[str, Folder]]) -> None:
+        """file() for a batch, in as few server round trips as the backend allows."""
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
         """Block until new mail may be waiting, `timeout` seconds pass, or `stop` is set."""

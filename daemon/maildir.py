@@ -85,6 +85,10 @@ class MaildirMailbox:
         except OSError as exc:
             raise MailboxError(f"cannot file {key} into {folder.value}: {exc.strerror}") from exc
 
+    def file_many(self, items: Sequence[tuple[str, Folder]]) -> None:
+        for key, folder in items:
+            self.file(key, folder)
+
     def _locate(self, key: str) -> Path:
         for sub in ("new", "cur"):
             candidate = self.path / sub / key

@@ -37,8 +37,3 @@ def exclusive(db: peewee.Database, name: str) -> Iterator[bool]:
         if got:
             db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
-
-def skip_locked(query: Any, db: peewee.Database) -> Any:
-    """FOR UPDATE SKIP LOCKED where the database has it: rows another instance holds are passed over."""
-    return query.for_update(skip_locked=True) if is_postgres(db) else query
-

@@ -210,13 +210,30 @@ def test_uidvalidity_change_triggers_a_full_resync(
     assert line["old"] == 12345 and line["new"] == validity
 
 
-def test_filing_with_a_stale_key_is_refused(dovecot: Dovecot, make_mailbox: Any) -> None:
+def test_filing_with_a_stale_key_leaves_the_message(dovecot: Dovecot, make_mailbox: Any,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
     dovecot.deliver(USER, message(1))
     box = make_mailbox()
     (got,) = list(box.fetch())
-    with pytest.raises(MailboxError, match="UIDVALIDITY"):
-        box.file("1:" + got.key.split(":")[1], Folder.processed)
-    assert len(dovecot.messages(USER)) == 1
+    box.file("1:" + got.key.split(":")[1], Folder.processed)  # a key from before a UIDVALIDITY change
+    assert len(dovecot.messages(USER)) == 1  # fetched again under its new key, then filed
+    (line,) = events(caplog, "imap.file_skipped")
+    assert line["reason"] == "uidvalidity_changed"
+
+
+def test_a_batch_is_filed_with_one_move_and_messages_another_session_moved_are_skipped(
+        dovecot: Dovecot, make_mailbox: Any) -> None:
+    for n in range(5):
+        dovecot.deliver(USER, message(n))
+    box = make_mailbox()
+    got = list(box.fetch())
+    with dovecot.imap_client(USER) as other:  # another instance files the first message meanwhile
+        other.select_folder("INBOX")
+        other.move([int(got[0].key.split(":")[1])], "Processed")
+    box.file_many([(m.key, Folder.processed) for m in got[:4]] + [(got[4].key, Folder.rejected)])
+    assert dovecot.messages(USER) == []
+    assert len(dovecot.messages(USER, "Processed")) == 4
+    assert len(dovecot.messages(USER, "Rejected")) == 1
 
 
 def test_idle_wakes_within_a_second_of_delivery(dovecot: Dovecot, make_mailbox: Any) -> None:

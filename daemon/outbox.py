@@ -82,8 +82,8 @@ def drain(app: App) -> DrainResult:
     return result
 
 
-# The literal 'queued' lets SQLite use the partial index outbox_due (a bound parameter would not),
-# so claiming the next row stays one index probe however long the queue is.
+# Prepared once, not built by the ORM per row: claiming the next row is one probe of the
+# outbox_claim index (state, next_try_at, id), however long the queue is.
 _CLAIM = ("SELECT * FROM outbox WHERE state = 'queued' AND next_try_at <= {param} "
           "ORDER BY next_try_at, id LIMIT 1")
 

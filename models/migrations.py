@@ -109,6 +109,15 @@ STEPS: list[tuple[int, str, list[str]]] = [
         # to a sender at most once a day (loop guard).
         "ALTER TABLE outbox ADD COLUMN topic VARCHAR(200)",
     ]),
+    (3, "index for the one-open-request-per-domain look-up", [
+        # The partial unique index cannot serve `state IN (?, ?, ?)` with bound parameters
+        # (SQLite), so every new request scanned the table: quadratic over a backlog.
+        "CREATE INDEX request_domain ON request (account_domain)",
+        # The partial outbox_due lost to outbox_state in SQLite's planner (and then a sort of the
+        # whole queue per claimed row); a composite index answers the claim in order.
+        "DROP INDEX outbox_due",
+        "CREATE INDEX outbox_claim ON outbox (state, next_try_at, id)",
+    ]),
 ]
 
 LATEST = STEPS[-1][0]

@@ -116,7 +116,9 @@ def sigterm_rounds(h: Harness, backlog: int, delay: tuple[float, float]) -> int:
         log = h.install.log()[before:]
         assert "daemon.stopping signal=SIGTERM" in log and "daemon.stopped" in log
         after = log.split("daemon.stopping", 1)[1]
-        assert after.count("message.filed") + after.count("email.sent") <= 1, "went on after the one in hand"
+        # Filing what was committed before the signal is fine (messages are filed in batches);
+        # handling a new message or sending another email after it is not.
+        assert after.count("request.created") + after.count("email.sent") <= 1, "went on after the one in hand"
         no_half_state(h)
         if not h.work_left():
             break

@@ -483,11 +483,12 @@ class ImapMailbox:
         raw: dict[int, tuple[bytes, bool]] = {}
         if whole:
             data = self._do("FETCH BODY[]", lambda c: c.fetch(whole, ["BODY.PEEK[]"]))
-            raw.update((int(u), (item[b"BODY[]"], False)) for u, item in data.items() if b"BODY[]" in item)
+            # A message another session expunged meanwhile comes back with an empty body: skip it.
+            raw.update((int(u), (item[b"BODY[]"], False)) for u, item in data.items() if item.get(b"BODY[]"))
         if heads:
             data = self._do("FETCH BODY[HEADER]", lambda c: c.fetch(heads, ["BODY.PEEK[HEADER]"]))
             raw.update((int(u), (item[b"BODY[HEADER]"], True)) for u, item in data.items()
-                       if b"BODY[HEADER]" in item)
+                       if item.get(b"BODY[HEADER]"))
         return [
             InboxMessage(key=f"{self._uidvalidity}:{uid}", raw=raw[uid][0], size=sizes[uid], truncated=raw[uid][1])
             for uid in uids if uid in raw

@@ -19,7 +19,7 @@ from daemon.mailbox import Folder, InboxMessage
 from daemon.workflow import (
     KEYWORD_ACTIONS, Mail, Refusal, authorize, new_request_changes, parties, review_mails, transition,
 )
-from models.locks import exclusive
+from models.locks import try_lock, unlock
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow
 from models.request import Request, parse_ref
@@ -52,15 +52,25 @@ def idempotency_key(msg: ParsedMessage) -> str:
     return "sha256:" + msg.content_hash
 
 
-def handle(app: App, item: InboxMessage) -> Folder | None:
+def handle(app: App, item: InboxMessage, *, held: list[str] | None = None) -> Folder | None:
     """Everything one message causes, committed at once; returns the folder to file it in,
-    or None when another instance is handling it right now (that one files it)."""
+    or None when another instance is handling it right now (that one files it).
+
+    The message's lock is released on return, unless `held` is given: then its name is
+    added there and the caller releases it once the message is filed, so no other
+    instance can take and file the same message in between (DESIGN §8)."""
     msg = parse_message(item.raw)
-    with exclusive(app.db, "message:" + idempotency_key(msg)) as mine:
-        if not mine:
-            log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
-            return None
+    name = "message:" + idempotency_key(msg)
+    if not try_lock(app.db, name):
+        log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+        return None
+    if held is not None:
+        held.append(name)
         return _handle(app, item, msg)
+    try:
+        return _handle(app, item, msg)
+    finally:
+        unlock(app.db, name)
 
 
 def _handle(app: App, item: InboxMessage, msg: ParsedMessage) -> Folder:

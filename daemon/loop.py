@@ -18,6 +18,7 @@ import schedule
 from daemon import checks, ingest, log, outbox
 from daemon.errors import MailboxError
 from daemon.mailbox import Folder, InboxMessage
+from models.locks import unlock
 
 if TYPE_CHECKING:
     from daemon.app import App
@@ -74,26 +75,37 @@ def ingest_waiting(app: App) -> int:
     after their commit: a crash in between only means they are seen again, as duplicates.
     """
     handled: list[tuple[str, Folder]] = []
+    held: list[str] = []  # message locks, kept until the message is filed
     total = 0
-    for item in app.mailbox.fetch():
-        app.alive()
-        if app.stop.is_set():
-            break
-        folder = _handle_with_retries(app, item)
-        if folder is not None:
-            handled.append((item.key, folder))
-        if len(handled) >= FILE_BATCH:
+    try:
+        for item in app.mailbox.fetch():
+            app.alive()
+            if app.stop.is_set():
+                break
+            folder = _handle_with_retries(app, item, held)
+            if folder is not None:
+                handled.append((item.key, folder))
+            if len(handled) >= FILE_BATCH:
+                total += _file(app, handled)
+                _release(app, held)
+        if handled:
             total += _file(app, handled)
-    if handled:
-        total += _file(app, handled)
+    finally:
+        _release(app, held)
     return total
 
 
-def _handle_with_retries(app: App, item: InboxMessage) -> Folder | None:
+def _release(app: App, held: list[str]) -> None:
+    for name in held:
+        unlock(app.db, name)
+    held.clear()
+
+
+def _handle_with_retries(app: App, item: InboxMessage, held: list[str]) -> Folder | None:
     """The folder to file the message in, or None to leave it (another instance has it, or a retry is due)."""
     for _ in range(app.config.mailbox.max_attempts):
         try:
-            return ingest.handle(app, item)
+            return ingest.handle(app, item, held=held)
         except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
             raise  # the world is broken, not the message: the loop backs off
         except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine

@@ -68,9 +68,14 @@ class MaildirMailbox:
             except OSError as exc:
                 raise MailboxError(f"cannot list {self.path / sub}: {exc.strerror}") from exc
         self.last_contact = time.monotonic()
-        # Maildir names start with the delivery time: name order is arrival order.
-        entries.sort(key=lambda e: (e.stat().st_mtime_ns, e.name))
-        return entries
+        arrived = []
+        for entry in entries:
+            try:
+                arrived.append((entry.stat().st_mtime_ns, entry.name, entry))
+            except FileNotFoundError:
+                continue  # filed meanwhile by another instance
+        arrived.sort(key=lambda t: (t[0], t[1]))
+        return [entry for _, _, entry in arrived]
 
     def file(self, key: str, folder: Folder) -> None:
         source = self._where.pop(key, None) or self._locate(key)

@@ -37,3 +37,15 @@ def exclusive(db: peewee.Database, name: str) -> Iterator[bool]:
         if got:
             db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
 
+
+
+def try_lock(db: peewee.Database, name: str) -> bool:
+    """Take `name` without waiting and keep it until unlock(); True on SQLite."""
+    if not is_postgres(db):
+        return True
+    return bool(db.execute_sql("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()[0])
+
+
+def unlock(db: peewee.Database, name: str) -> None:
+    if is_postgres(db):
+        db.execute_sql("SELECT pg_advisory_unlock(%s)", (lock_key(name),))

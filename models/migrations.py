@@ -130,12 +130,13 @@ def dialect_of(db: peewee.Database) -> str:
 def migrate(db: peewee.Database) -> list[int]:
     """Apply the steps the database has not seen yet; returns their numbers."""
     words = _DIALECT[dialect_of(db)]
-    with db.atomic():
-        db.execute_sql(f"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at {words['ts']} NOT NULL)")
     if dialect_of(db) == "postgres":
         # Two instances starting together: one migrates, the other waits here.
         db.execute_sql("SELECT pg_advisory_lock(7450001)")
     try:
+        with db.atomic():
+            db.execute_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                           f"name TEXT NOT NULL, applied_at {words['ts']} NOT NULL)")
         applied = {row[0] for row in db.execute_sql("SELECT version FROM schema_version").fetchall()}
         done = []
         for version, name, statements in STEPS:

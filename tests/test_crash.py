@@ -22,9 +22,9 @@ from e2e import Install, wait_for
 from servers import Dovecot, SmtpRelay
 from test_e2e_servers import backends
 
-MAILDIR_REQUESTS = 700
-IMAP_REQUESTS = 300
-SIGTERM_BACKLOG = {"maildir": 300, "imap": 150}
+MAILDIR_REQUESTS = 400
+IMAP_REQUESTS = 200
+SIGTERM_BACKLOG = {"maildir": 200, "imap": 100}
 SIGTERM_DELAY = {"maildir": (0.0, 0.25), "imap": (0.05, 0.5)}   # seconds after daemon.started
 
 

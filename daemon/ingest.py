@@ -97,6 +97,7 @@ def _handle(app: App, item: InboxMessage, msg: ParsedMessage) -> Folder:
                  request_id=result.request_id, last_error=None)
          .where(IncomingMessage.id == row.id).execute())
     effects.flush_log()
+    log.event("message.handled", key=item.key, outcome=result.outcome.value, folder=result.folder.value)
     app.metrics.handled(result.outcome.value)
     return result.folder
 

@@ -101,7 +101,8 @@ def _message_id(msg: email.message.Message) -> str | None:
 
 
 def _log_segments(log: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
-    """Log events per handled message: the lines up to and including its `message.filed`."""
+    """Log events per message: the lines up to and including its `message.handled` (or
+    duplicate/quarantined) line, plus its `message.filed` line."""
     segments: dict[str, list[tuple[str, dict[str, str]]]] = {}
     pending: list[tuple[str, dict[str, str]]] = []
     for line in log.splitlines():
@@ -109,8 +110,11 @@ def _log_segments(log: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
         if not m:
             continue
         fields = {k: (json.loads(v) if v.startswith('"') else v) for k, v in _FIELD.findall(m["rest"])}
+        if m["event"] == "message.filed":  # filed in batches, later: goes with its key directly
+            segments.setdefault(fields["key"], []).append((m["event"], fields))
+            continue
         pending.append((m["event"], fields))
-        if m["event"] == "message.filed":
+        if m["event"] in ("message.handled", "message.duplicate", "message.quarantined"):
             segments.setdefault(fields["key"], []).extend(pending)
             pending = []
     return segments

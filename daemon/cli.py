@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import peewee
 
@@ -56,11 +57,17 @@ def _load_config(option: str | None) -> config_mod.Config:
     return config_mod.load(local if local.exists() else None)
 
 
-def _app(cfg: config_mod.Config) -> App:
+@contextlib.contextmanager
+def _opened(cfg: config_mod.Config) -> Iterator[App]:
+    """The App for one command, closed (mailbox, database) however the command ends."""
     # SMARTACCT_CLOCK_OFFSET ("90d") lets a test run the real daemon in the future; never set in production.
     offset = os.environ.get("SMARTACCT_CLOCK_OFFSET")
     clock = OffsetClock(config_mod.parse_duration(offset)) if offset else SystemClock()
-    return build(cfg, clock=clock, notifier=Notifier(os.environ))
+    app = build(cfg, clock=clock, notifier=Notifier(os.environ))
+    try:
+        yield app
+    finally:
+        app.close()
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -68,16 +75,13 @@ def _app(cfg: config_mod.Config) -> App:
 def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import loop, metrics
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg) as app:
         server = None if args.once else metrics.serve(app)   # [metrics] listen: /metrics and /healthz
         try:
             loop.run(app, once=args.once)
         finally:
             if server is not None:
                 server.close()
-    finally:
-        app.close()
     return 0
 
 
@@ -86,9 +90,8 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import ingest, outbox
     from daemon.mailbox import InboxMessage
 
-    app = _app(cfg)
     status = 0
-    try:
+    with _opened(cfg) as app:
         for name in args.files:
             path = Path(name)
             try:
@@ -101,35 +104,27 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
             folder = ingest.handle(app, item)
             print(f"{name}: {folder.value if folder else 'handled by another instance'}")
         outbox.drain(app)
-    finally:
-        app.close()
     return status
 
 
 def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import checks, outbox
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg) as app:
         acted = checks.run_checks(app)
         outbox.drain(app)
         print(f"{acted} request(s) acted on")
-    finally:
-        app.close()
     return 0
 
 
 def cmd_requests_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from models.request import Request
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg):  # binds the models to the database
         query = Request.select().order_by(Request.id.desc())
         if args.state:
             query = query.where(Request.state == args.state)
         rows = [_request_json(r) for r in query]
-    finally:
-        app.close()
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
@@ -143,8 +138,7 @@ def cmd_requests_show(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from models.outbox import OutboxRow
     from models.request import Request, parse_ref
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg):  # binds the models to the database
         req_id = parse_ref(args.ref)
         req = Request.get_or_none(Request.id == req_id) if req_id else None
         if req is None:
@@ -156,8 +150,6 @@ def cmd_requests_show(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         data["emails"] = [{"id": o.id, "kind": o.kind, "to": o.recipient, "state": o.state, "attempts": o.attempts,
                            "created_at": _iso(o.created_at), "sent_at": _iso(o.sent_at), "last_error": o.last_error}
                           for o in OutboxRow.select().where(OutboxRow.request_id == req.id).order_by(OutboxRow.id)]
-    finally:
-        app.close()
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
         return 0
@@ -218,23 +210,17 @@ def _check(backend: Any) -> None:
 def cmd_requests_cancel(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import admin
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg) as app:
         req = admin.cancel_request(app, args.ref, args.reason or "")
         print(f"{req.ref}: cancelled; the partner{' and the customer' if req.confirmed_at else ''} told")
-    finally:
-        app.close()
     return 0
 
 
 def cmd_outbox_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import admin
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg):  # binds the models to the database
         rows = admin.outbox_rows(args.state)
-    finally:
-        app.close()
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -249,22 +235,16 @@ def cmd_outbox_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 def cmd_outbox_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import admin
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg) as app:
         results = admin.retry_emails(app, args.ids)
-    finally:
-        app.close()
     return _report(results, "queued again; the daemon sends it on its next pass")
 
 
 def cmd_quarantine_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import admin
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg):  # binds the models to the database
         rows = admin.quarantined()
-    finally:
-        app.close()
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -277,11 +257,8 @@ def cmd_quarantine_list(cfg: config_mod.Config, args: argparse.Namespace) -> int
 def cmd_quarantine_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     from daemon import admin
 
-    app = _app(cfg)
-    try:
+    with _opened(cfg) as app:
         results = admin.retry_quarantined(app, args.ids)
-    finally:
-        app.close()
     return _report(results, "back in the inbox; the daemon handles it afresh on its next pass")
 
 

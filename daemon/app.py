@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +13,7 @@ import peewee
 
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
+from daemon.isolate import MESSAGE_BUDGET
 from daemon.mailbox import Folder, Mailbox
 from daemon.metrics import Metrics
 from daemon.render import Renderer
@@ -27,6 +31,8 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
+    instance: str = field(default_factory=lambda: instance_id())   # who holds a message (daemon.attempts)
+    budget: float = MESSAGE_BUDGET                                  # CPU seconds per message (daemon.isolate)
     _mailbox: Any = None
     _transport: Any = None
 
@@ -67,6 +73,11 @@ def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | No
     db = open_database(config.database.url)
     return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address),
                notifier=notifier or Notifier({}))
+
+
+def instance_id() -> str:
+    """This process, distinguishable from every earlier one: host, pid and a random part."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(6)}"
 
 
 def folder_names(config: Config) -> dict[Folder, str]:

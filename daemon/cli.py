@@ -87,7 +87,7 @@ def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     """Handle .eml files as if they had arrived; the files stay where they are."""
-    from daemon import ingest, outbox
+    from daemon import attempts, outbox
     from daemon.mailbox import InboxMessage
 
     status = 0
@@ -101,8 +101,8 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 status = 1
                 continue
             item = InboxMessage(key=path.name, raw=raw, size=len(raw))
-            folder = ingest.handle(app, item)
-            print(f"{name}: {folder.value if folder else 'handled by another instance'}")
+            folder = attempts.process(app, item)
+            print(f"{name}: {folder.value if folder else 'left for a later pass (another instance has it, or it kept racing)'}")
         outbox.drain(app)
     return status
 

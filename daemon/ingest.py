@@ -13,13 +13,15 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+import peewee
+
 from daemon import log
 from daemon.effects import ConcurrentChange, Effects
 from daemon.mailbox import Folder, InboxMessage
 from daemon.workflow import (
     KEYWORD_ACTIONS, Mail, Refusal, authorize, new_request_changes, parties, review_mails, transition,
 )
-from models.locks import try_lock, unlock
+from models.attempt import Attempt
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow
 from models.request import Request, parse_ref
@@ -52,99 +54,54 @@ def idempotency_key(msg: ParsedMessage) -> str:
     return "sha256:" + msg.content_hash
 
 
-def handle(app: App, item: InboxMessage, *, held: list[str] | None = None) -> Folder | None:
-    """Everything one message causes, committed at once; returns the folder to file it in,
-    or None when another instance is handling it right now (that one files it).
-
-    The message's lock is released on return, unless `held` is given: then its name is
-    added there and the caller releases it once the message is filed, so no other
-    instance can take and file the same message in between (DESIGN §8)."""
+def handle(app: App, item: InboxMessage, raw_hash: str) -> Folder:
+    """Everything one message causes, committed at once with its idempotency row; returns the
+    folder to file it in. Its attempt row (written by daemon.attempts before parsing) is
+    deleted in the same transaction. Raises on failure: daemon.attempts decides what that costs."""
     msg = parse_message(item.raw)
-    name = "message:" + idempotency_key(msg)
-    if not try_lock(app.db, name):
-        log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
-        return None
-    if held is not None:
-        held.append(name)
-        return _handle(app, item, msg)
-    try:
-        return _handle(app, item, msg)
-    finally:
-        unlock(app.db, name)
-
-
-def _handle(app: App, item: InboxMessage, msg: ParsedMessage) -> Folder:
+    key = idempotency_key(msg)
     now = app.clock.now()
-    row = _begin_attempt(app, msg, item, now)
-    if row.handled_at is not None:
-        log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=row.folder)
+    seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
+    if seen is not None and seen.handled_at is not None:
+        Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
+        log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
         app.metrics.handled("duplicate")
-        return Folder(row.folder)
-    if row.attempts > app.config.mailbox.max_attempts:
-        # Counted before each attempt, so a message that kills the process is caught here.
-        return _quarantine(app, row, item, msg, "the daemon stopped while handling it", now)
+        return Folder(seen.folder)
     effects = Effects(app.renderer, now, answering=msg,
                       max_per_hour=app.config.workflow.max_emails_per_address_per_hour)
     with app.db.atomic():
+        ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
+                      .returning(Attempt.failures, Attempt.first_seen).execute())
+        if not ledger:
+            raise ConcurrentChange(f"message {item.key} was handled meanwhile")
         if item.truncated:
             result = _too_large(app, effects, msg, item.size)
         else:
             intent = cl.classify(msg, partner_domains=app.config.workflow.partner_domains,
                                  own_address=app.renderer.from_addr)
             result = HANDLERS[type(intent)](app, effects, msg, intent)
-        (IncomingMessage
-         .update(handled_at=now, outcome=result.outcome.value, folder=result.folder.value,
-                 request_id=result.request_id, last_error=None)
-         .where(IncomingMessage.id == row.id).execute())
+        _record(msg, item, key, result, now, attempts=ledger[0].failures + 1, first_seen=ledger[0].first_seen)
     effects.flush_log()
     log.event("message.handled", key=item.key, outcome=result.outcome.value, folder=result.folder.value)
     app.metrics.handled(result.outcome.value)
     return result.folder
 
 
-def _begin_attempt(app: App, msg: ParsedMessage, item: InboxMessage, now: dt.datetime) -> IncomingMessage:
-    """Record the attempt before any effect, in its own commit (DESIGN §4: retries are counted)."""
-    key = idempotency_key(msg)
-    with app.db.atomic():
-        rows = (IncomingMessage
-                .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
-                        subject=msg.subject[:1000], size=item.size, mailbox_key=item.key, received_at=now,
-                        attempts=1)
-                .on_conflict(conflict_target=[IncomingMessage.key],
-                             update={IncomingMessage.attempts: IncomingMessage.attempts + 1,
-                                     IncomingMessage.mailbox_key: item.key},
-                             where=IncomingMessage.handled_at.is_null())
-                .returning(IncomingMessage)
-                .execute())
-        counted = next(iter(rows), None)
-        # No row back: the conflict's WHERE failed, so it was handled already (a duplicate).
-        return counted if counted is not None else IncomingMessage.get(IncomingMessage.key == key)
-
-
-def record_failure(app: App, item: InboxMessage, exc: BaseException) -> Folder | None:
-    """After a failed attempt: quarantine once max_attempts are used up, else leave it for a retry."""
-    msg = parse_message(item.raw)
-    row = IncomingMessage.get_or_none(IncomingMessage.key == idempotency_key(msg))
-    error = f"{type(exc).__name__}: {exc}"[:1000]
-    if row is None:  # the attempt was never recorded: the database itself is failing
-        raise exc
-    if row.attempts >= app.config.mailbox.max_attempts:
-        return _quarantine(app, row, item, msg, error, app.clock.now())
-    IncomingMessage.update(outcome=Outcome.failed.value, last_error=error).where(IncomingMessage.id == row.id).execute()
-    log.warning("message.failed", key=item.key, message_id=msg.message_id, attempts=row.attempts, error=error)
-    app.metrics.handled(Outcome.failed.value)
-    return None
-
-
-def _quarantine(app: App, row: IncomingMessage, item: InboxMessage, msg: ParsedMessage, error: str,
-                now: dt.datetime) -> Folder:
-    (IncomingMessage
-     .update(outcome=Outcome.quarantined.value, folder=Folder.quarantine.value, handled_at=now, last_error=error)
-     .where(IncomingMessage.id == row.id).execute())
-    log.error("message.quarantined", key=item.key, message_id=msg.message_id, sender=msg.sender,
-              attempts=row.attempts, error=error)
-    app.metrics.handled(Outcome.quarantined.value)
-    return Folder.quarantine
+def _record(msg: ParsedMessage, item: InboxMessage, key: str, result: Handled, now: dt.datetime, *,
+            attempts: int, first_seen: dt.datetime) -> None:
+    """The idempotency row; a row another process marked handled meanwhile means it won the race."""
+    values = {"handled_at": now, "outcome": result.outcome.value, "folder": result.folder.value,
+              "request_id": result.request_id, "attempts": attempts, "last_error": None, "mailbox_key": item.key}
+    rows = (IncomingMessage
+            .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
+                    subject=msg.subject[:1000], size=item.size, received_at=first_seen, **values)
+            .on_conflict(conflict_target=[IncomingMessage.key],
+                         update={getattr(IncomingMessage, k): v for k, v in values.items()},
+                         where=IncomingMessage.handled_at.is_null())
+            .returning(IncomingMessage.id)
+            .execute())
+    if not list(rows):
+        raise ConcurrentChange(f"message {item.key} was handled meanwhile")
 
 
 # --- one handler per kind of intent ------------------------------------------------------------
@@ -155,11 +112,14 @@ def _new_request(app: App, fx: Effects, msg: ParsedMessage, intent: cl.NewReques
     result = validate(intent.form, max_users=wf.max_users, require_customer_in_domain=wf.require_customer_in_domain,
                       default_language=wf.default_language, open_ref_for_domain=_open_ref)
     if isinstance(result, ValidRequest):
-        req = Request.create(
-            partner_email=msg.sender, language=result.language, account_name=result.account_name,
-            customer_email=result.customer_email, account_domain=result.account_domain,
-            note_to_customer=result.note_to_customer, note_to_users=result.note_to_users,
-            user_emails_json=_json_list(result.user_emails), **new_request_changes(fx.now, wf))
+        try:
+            req = Request.create(
+                partner_email=msg.sender, language=result.language, account_name=result.account_name,
+                customer_email=result.customer_email, account_domain=result.account_domain,
+                note_to_customer=result.note_to_customer, note_to_users=result.note_to_users,
+                user_emails_json=_json_list(result.user_emails), **new_request_changes(fx.now, wf))
+        except peewee.IntegrityError as exc:   # request_open_domain: another instance took the domain just now
+            raise ConcurrentChange(f"a request for {result.account_domain} was created meanwhile") from exc
         fx.event(req, "request.created", partner=msg.sender, message_id=msg.message_id)
         fx.log("request.created", ref=req.ref, partner=msg.sender, domain=req.account_domain,
                customer=req.customer_email)

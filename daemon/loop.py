@@ -1,8 +1,8 @@
 """The daemon's main loop: ingest, due checks, drain the outbox, then wait for mail (DESIGN §6).
 
-The one broad `except` per message lives in `ingest_waiting`: it rolls back (the
-transaction already did), counts the attempt and quarantines after max_attempts,
-so one bad message never stops the others.
+Each message goes through the per-message boundary (daemon.attempts), so one bad message
+never stops the others; what escapes it (the mailbox or the database away) makes the
+loop back off here.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import peewee
 import schedule
 
-from daemon import checks, ingest, log, outbox
+from daemon import attempts, checks, log, outbox
 from daemon.errors import MailboxError
-from daemon.mailbox import Folder, InboxMessage
+from daemon.mailbox import Folder
 from models.locks import unlock
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def ingest_waiting(app: App) -> int:
             app.alive()
             if app.stop.is_set():
                 break
-            folder = _handle_with_retries(app, item, held)
+            folder = attempts.process(app, item, held)
             if folder is not None:
                 handled.append((item.key, folder))
             if len(handled) >= FILE_BATCH:
@@ -99,20 +99,6 @@ def _release(app: App, held: list[str]) -> None:
     for name in held:
         unlock(app.db, name)
     held.clear()
-
-
-def _handle_with_retries(app: App, item: InboxMessage, held: list[str]) -> Folder | None:
-    """The folder to file the message in, or None to leave it (another instance has it, or a retry is due)."""
-    for _ in range(app.config.mailbox.max_attempts):
-        try:
-            return ingest.handle(app, item, held=held)
-        except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
-            raise  # the world is broken, not the message: the loop backs off
-        except Exception as exc:  # the per-message boundary: roll back (done), count, maybe quarantine
-            folder = ingest.record_failure(app, item, exc)
-            if folder is not None:
-                return folder
-    return None
 
 
 def _file(app: App, handled: list[tuple[str, Folder]]) -> int:

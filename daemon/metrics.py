@@ -29,6 +29,7 @@ from prometheus_client.exposition import choose_encoder
 
 from daemon import log
 from daemon.errors import ConfigError, SmartacctError
+from models.attempt import Attempt
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
@@ -180,15 +181,12 @@ class StateCollector:
         yield _gauge("smartacct_outbox_failed", "Failed emails waiting for an admin (smartacct outbox retry)",
                      OutboxRow.select().where(OutboxRow.state == OutboxState.failed.value).count())
 
-        waiting = ((IncomingMessage.outcome.is_null() | (IncomingMessage.outcome == Outcome.failed.value))
-                   & IncomingMessage.handled_at.is_null())
-        yield _gauge("smartacct_messages_unprocessed", "Incoming messages seen but not handled yet",
-                     IncomingMessage.select().where(waiting).count())
-        oldest_in = (IncomingMessage.select(IncomingMessage.received_at).where(waiting)
-                     .order_by(IncomingMessage.received_at).first())
+        yield _gauge("smartacct_messages_unprocessed", "Incoming messages in hand or failed, not handled yet",
+                     Attempt.select().count())
+        oldest_in = Attempt.select(Attempt.first_seen).order_by(Attempt.first_seen).first()
         yield _gauge("smartacct_oldest_unprocessed_message_age_seconds",
                      "Age of the oldest incoming message not handled yet (0: none)",
-                     _age(now, oldest_in.received_at if oldest_in else None))
+                     _age(now, oldest_in.first_seen if oldest_in else None))
         quarantined = IncomingMessage.outcome == Outcome.quarantined.value
         yield _gauge("smartacct_messages_quarantined", "Messages in quarantine (smartacct quarantine list)",
                      IncomingMessage.select().where(quarantined).count())

@@ -118,6 +118,20 @@ STEPS: list[tuple[int, str, list[str]]] = [
         "DROP INDEX outbox_due",
         "CREATE INDEX outbox_claim ON outbox (state, next_try_at, id)",
     ]),
+    (4, "attempt ledger, written before a message is parsed", [
+        # Keyed by the hash of the bytes, known before parsing; incoming_message stays the
+        # idempotency record (Message-ID), written in the message's own transaction.
+        """CREATE TABLE attempt (
+            raw_hash VARCHAR(64) PRIMARY KEY,
+            mailbox_key TEXT NOT NULL,
+            holder VARCHAR(120),
+            held_since {ts},
+            first_seen {ts} NOT NULL,
+            failures INTEGER NOT NULL DEFAULT 0,
+            interrupted INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT
+        )""",
+    ]),
 ]
 
 LATEST = STEPS[-1][0]

@@ -7,8 +7,22 @@ from pathlib import Path
 import pytest
 
 from e2e import Install
+from seeds import replay_hint
 
 pytest_plugins = ["servers", "pg"]
+
+
+def pytest_report_header() -> str:
+    return replay_hint()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Every failed test says which seed to replay it with."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        report.sections.append(("seed", replay_hint()))
 
 
 @pytest.fixture

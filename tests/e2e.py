@@ -152,6 +152,17 @@ class Install:
         with sqlite3.connect(self.root / "var" / "smartacct.db") as db:
             return db.execute(sql).fetchall()
 
+    def query_write(self, sql: str) -> None:
+        """Change the installation's database directly (what a crash or an admin left behind)."""
+        if self.database_url:
+            import psycopg
+
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                conn.execute(sql)  # type: ignore[arg-type]
+            return
+        with sqlite3.connect(self.root / "var" / "smartacct.db") as db:
+            db.executescript(sql)
+
     def log(self) -> str:
         return self.log_file.read_text(encoding="utf-8") if self.log_file.exists() else ""
 

@@ -2,15 +2,13 @@
 moments while it works through a backlog of requests and replies, restarted each time;
 and stopped with SIGTERM in the middle of a backlog.
 
-Kill times are random; the seed is printed (set SMARTACCT_CRASH_SEED to replay a run's
-scenario). The assertions hold for every seed. Each SIGKILL test prints one summary line
+Kill times are random; the seed is printed (set SMARTACCT_SEED to replay a run's
+scenario; SMARTACCT_SOAK=1 draws fresh ones). The assertions hold for every seed. Each SIGKILL test prints one summary line
 with the figures: kills, messages handled, emails, duplicates.
 """
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from pathlib import Path
 from typing import Iterator
@@ -18,6 +16,7 @@ from typing import Iterator
 import pytest
 
 from crash_harness import SHARED, Account, Harness, ImapSite, MaildirSite, Site, message_id_of
+from seeds import SEED
 from e2e import Install, wait_for
 from servers import Dovecot, SmtpRelay
 from test_e2e_servers import backends
@@ -29,7 +28,8 @@ SIGTERM_DELAY = {"maildir": (0.0, 0.25), "imap": (0.05, 0.5)}   # seconds after 
 
 
 def seed() -> int:
-    return int(os.environ.get("SMARTACCT_CRASH_SEED") or random.SystemRandom().randrange(2**32))
+    """The session seed (tests/seeds.py): fixed in CI, fresh under SMARTACCT_SOAK."""
+    return SEED
 
 
 def say(capsys: pytest.CaptureFixture[str], line: str) -> None:

@@ -12,14 +12,12 @@ second copy only where a kill explains it: the first copy was the last email of 
 killed process), nothing is left in the inbox or quarantined, no log has an ERROR or
 WARNING line, and every instance did part of the work.
 
-Kill moments are random; the seed is printed (SMARTACCT_CRASH_SEED replays a scenario).
+Kill moments are random; the seed is printed (SMARTACCT_SEED replays a scenario; SMARTACCT_SOAK=1 draws fresh ones).
 Each test prints one summary line with the figures.
 """
 
 from __future__ import annotations
 
-import os
-import random
 import time
 from pathlib import Path
 from typing import Iterator
@@ -27,6 +25,7 @@ from typing import Iterator
 import pytest
 
 from crash_harness import SHARED, Account, Harness, ImapSite, MaildirSite, Site
+from seeds import SEED
 from e2e import Install
 from pg import Postgres
 from servers import Dovecot, SmtpRelay
@@ -39,7 +38,8 @@ MAILDIR_REQUESTS = 300
 
 
 def seed() -> int:
-    return int(os.environ.get("SMARTACCT_CRASH_SEED") or random.SystemRandom().randrange(2**32))
+    """The session seed (tests/seeds.py): fixed in CI, fresh under SMARTACCT_SOAK."""
+    return SEED
 
 
 def say(capsys: pytest.CaptureFixture[str], line: str) -> None:

@@ -1,0 +1,183 @@
+"""The per-message boundary (DESIGN §4): honest attempt counts, poison isolation, races retried.
+
+Before a message is parsed, its attempt row (keyed by the hash of its bytes) says that this
+process holds it, in a commit of its own. A message whose row shows that a process died
+holding it, or that failed before, is handled in a child process with limits
+(daemon.isolate); any other one here, under its CPU budget. Only a failure of the
+message's own handling is charged to it; a process killed from outside is not, a race is
+retried, and a broken mailbox or database goes up to the loop, which backs off. After
+max_attempts charged failures the message is quarantined and the next one is handled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import peewee
+
+from daemon import ingest, isolate, log
+from daemon.effects import ConcurrentChange
+from daemon.errors import MailboxError
+from daemon.mailbox import Folder, InboxMessage
+from models.attempt import Attempt
+from models.locks import try_lock, unlock
+from models.message import IncomingMessage, Outcome
+from parsers.message import ParsedMessage, parse_message
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+RACE_RETRIES = 5            # a race that does not resolve after this many tries is not a race
+HEAD_LIMIT = 262_144        # bytes of header read to describe a quarantined message
+
+
+@dataclass(frozen=True)
+class Claim:
+    raw_hash: str
+    failures: int           # charged before: the message's own handling failed
+    interrupted: int        # a process died holding it
+
+    @property
+    def suspect(self) -> bool:
+        """Handle it in a child: it may be what stalled or killed a process before."""
+        return self.failures > 0 or self.interrupted > 0
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One attempt: the folder when it is done, else whether it raced and what went wrong."""
+
+    folder: Folder | None = None
+    race: bool = False
+    error: str = ""
+
+
+def process(app: App, item: InboxMessage, held: list[str] | None = None) -> Folder | None:
+    """The folder to file `item` in, or None to leave it in the inbox (another instance holds it,
+    or it raced too often this pass).
+
+    The message's lock is released on return, unless `held` is given and there is a folder:
+    then the caller releases it once the message is filed, so no other instance can take and
+    file it in between (DESIGN §8)."""
+    lock = "message:" + item.key
+    if not try_lock(app.db, lock):
+        log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+        return None
+    folder = None
+    try:
+        folder = _process(app, item)
+        return folder
+    finally:
+        if held is not None and folder is not None:
+            held.append(lock)
+        else:
+            unlock(app.db, lock)
+
+
+def _process(app: App, item: InboxMessage) -> Folder | None:
+    claim = _begin(app, item)
+    races = 0
+    while True:
+        tried = _attempt(app, item, claim)
+        if tried.folder is not None:
+            return tried.folder
+        if tried.race:
+            races += 1
+            if races < RACE_RETRIES:
+                continue
+        failures = _charge(app, claim, tried.error)
+        if failures is None:
+            continue   # its row is gone: its effects were committed after all, the next try says where
+        if failures >= app.config.mailbox.max_attempts:
+            return _quarantine(app, item, claim, failures, tried.error)
+        log.warning("message.failed", key=item.key, attempts=failures, error=tried.error)
+        app.metrics.handled(Outcome.failed.value)
+        claim = replace(claim, failures=failures)
+        races = 0
+
+
+def _attempt(app: App, item: InboxMessage, claim: Claim) -> Tried:
+    if claim.suspect:
+        log.event("message.isolated", key=item.key, failures=claim.failures, interrupted=claim.interrupted)
+        child = isolate.run_in_child(app, item, claim.raw_hash)
+        if child.result == "unavailable":
+            raise peewee.OperationalError(child.error)   # the database, not the message: the loop backs off
+        if child.result == "done" and child.folder:
+            return Tried(Folder(child.folder))
+        return Tried(race=child.result == "race", error=child.error or "")
+    try:
+        with isolate.budget(app.budget):
+            return Tried(ingest.handle(app, item, claim.raw_hash))
+    except ConcurrentChange as exc:
+        return Tried(race=True, error=str(exc))
+    except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
+        raise   # the world is broken, not the message
+    except isolate.MessageTimeout as exc:
+        return Tried(error=str(exc))
+    except Exception as exc:  # the per-message boundary: rolled back already; charged by the caller
+        return Tried(error=f"{type(exc).__name__}: {exc}")
+
+
+def _begin(app: App, item: InboxMessage) -> Claim:
+    """Say that this process holds the message, before a byte of it is parsed (DESIGN §4)."""
+    raw_hash = hashlib.sha256(item.raw).hexdigest()
+    now = app.clock.now()
+    died_holding = Attempt.holder.is_null(False) & (Attempt.holder != app.instance)
+    with app.db.atomic():
+        [row] = (Attempt
+                 .insert(raw_hash=raw_hash, mailbox_key=item.key, holder=app.instance, held_since=now,
+                         first_seen=now)
+                 .on_conflict(conflict_target=[Attempt.raw_hash],
+                              update={Attempt.holder: app.instance, Attempt.held_since: now,
+                                      Attempt.mailbox_key: item.key,
+                                      Attempt.interrupted: Attempt.interrupted
+                                      + peewee.Case(None, [(died_holding, 1)], 0)})
+                 .returning(Attempt.failures, Attempt.interrupted)
+                 .execute())
+    return Claim(raw_hash, row.failures, row.interrupted)
+
+
+def _charge(app: App, claim: Claim, error: str) -> int | None:
+    """Count a failure of the message's own handling; None when its row is gone (it was handled)."""
+    with app.db.atomic():
+        rows = list(Attempt
+                    .update(failures=Attempt.failures + 1, holder=None, held_since=None, last_error=error[:1000])
+                    .where(Attempt.raw_hash == claim.raw_hash)
+                    .returning(Attempt.failures)
+                    .execute())
+    return rows[0].failures if rows else None
+
+
+def _quarantine(app: App, item: InboxMessage, claim: Claim, failures: int, error: str) -> Folder:
+    """Record it for `quarantine list`, from its header only: the body is what failed."""
+    head = _describe(item.raw)
+    key = ingest.idempotency_key(head) if head.message_id else "sha256:" + claim.raw_hash
+    now = app.clock.now()
+    values = {"handled_at": now, "outcome": Outcome.quarantined.value, "folder": Folder.quarantine.value,
+              "attempts": failures, "last_error": error[:1000], "mailbox_key": item.key}
+    with app.db.atomic():
+        (IncomingMessage
+         .insert(key=key, message_id=head.message_id, sender=(head.sender or "")[:320] or None,
+                 subject=head.subject[:1000], size=item.size, received_at=now, **values)
+         .on_conflict(conflict_target=[IncomingMessage.key],
+                      update={getattr(IncomingMessage, k): v for k, v in values.items()},
+                      where=IncomingMessage.handled_at.is_null())
+         .execute())
+        Attempt.delete().where(Attempt.raw_hash == claim.raw_hash).execute()
+    log.error("message.quarantined", key=item.key, message_id=head.message_id, sender=head.sender,
+              attempts=failures, error=error)
+    app.metrics.handled(Outcome.quarantined.value)
+    return Folder.quarantine
+
+
+def _describe(raw: bytes) -> ParsedMessage:
+    """Message-ID, sender and subject from at most HEAD_LIMIT bytes of header, within a budget."""
+    ends = [i for i in (raw.find(b"\r\n\r\n", 0, HEAD_LIMIT), raw.find(b"\n\n", 0, HEAD_LIMIT)) if i >= 0]
+    head = raw[:min(ends, default=HEAD_LIMIT)]
+    try:
+        with isolate.budget(isolate.MESSAGE_BUDGET):
+            return parse_message(head)
+    except isolate.MessageTimeout:
+        return parse_message(b"")

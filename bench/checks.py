@@ -3,7 +3,7 @@
 The request table is filled with executemany in one transaction: 1 % pending requests
 whose first reminder falls due a day after the start, 9 % open requests due much later,
 90 % active or closed (nothing ever due). Timed, in-process with a FixedClock:
-daemon.checks.run_checks when nothing is due (it must be index-driven: the time should
+daemon.engine.checks.run_checks when nothing is due (it must be index-driven: the time should
 barely grow from 10^5 to 10^6 rows), then, two days later, the pass that sends the 1 %
 their reminder. Also printed: the SQL each pass ran and SQLite's plan for it.
 
@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     header("Scheduled checks: one pass over many requests (SQLite)", sizes=args.sizes, repeat=args.repeat)
-    from daemon import checks
+    from daemon.engine import checks
     from models.request import Request
 
     results = []

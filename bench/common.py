@@ -678,26 +678,26 @@ def _program(stat: str, cmd: list[bytes]) -> str:
 
 # (label, file suffix, function) whose cumulative time tells where an ingest pass goes.
 BREAKDOWN = [
-    ("whole run (loop.run)", "daemon/loop.py", "run"),
-    ("  ingest_waiting", "daemon/loop.py", "ingest_waiting"),
-    ("    IMAP: fetch batches (FETCH SIZE + BODY[])", "daemon/imap.py", "_fetch_batch"),
-    ("    IMAP: FETCH RFC822.SIZE", "daemon/imap.py", "_sizes"),
-    ("    IMAP: file (one MOVE per message)", "daemon/imap.py", "file"),
-    ("    IMAP: file_many (one MOVE per batch)", "daemon/imap.py", "file_many"),
+    ("whole run (loop.run)", "daemon/engine/loop.py", "run"),
+    ("  ingest_waiting", "daemon/engine/loop.py", "ingest_waiting"),
+    ("    IMAP: fetch batches (FETCH SIZE + BODY[])", "daemon/mail/imap.py", "_fetch_batch"),
+    ("    IMAP: FETCH RFC822.SIZE", "daemon/mail/imap.py", "_sizes"),
+    ("    IMAP: file (one MOVE per message)", "daemon/mail/imap.py", "file"),
+    ("    IMAP: file_many (one MOVE per batch)", "daemon/mail/imap.py", "file_many"),
     ("    IMAP: cursor save", "models/cursor.py", "save"),
-    ("    ingest.handle", "daemon/ingest.py", "handle"),
+    ("    ingest.handle", "daemon/engine/ingest.py", "handle"),
     ("      parse_message", "parsers/message.py", "parse_message"),
     ("      classify", "parsers/classify.py", "classify"),
     ("      validate", "parsers/validate.py", "validate"),
-    ("      Effects.send (render + rows)", "daemon/effects.py", "send"),
-    ("        Renderer.compose", "daemon/render.py", "compose"),
-    ("        Renderer._render (Jinja2)", "daemon/render.py", "_render"),
+    ("      Effects.send (render + rows)", "daemon/engine/apply.py", "send"),
+    ("        Renderer.compose", "daemon/mail/render.py", "compose"),
+    ("        Renderer._render (Jinja2)", "daemon/mail/render.py", "_render"),
     ("      advisory lock (exclusive)", "models/locks.py", "exclusive"),
-    ("      _begin_attempt (own commit)", "daemon/ingest.py", "_begin_attempt"),
-    ("  outbox.drain", "daemon/outbox.py", "drain"),
-    ("    SMTP send", "daemon/smtp.py", "send"),
-    ("    outbox claim query", "daemon/outbox.py", "_claim_next"),
-    ("  checks.run_checks", "daemon/checks.py", "run_checks"),
+    ("      _begin_attempt (own commit)", "daemon/engine/ingest.py", "_begin_attempt"),
+    ("  outbox.drain", "daemon/engine/outbox.py", "drain"),
+    ("    SMTP send", "daemon/mail/smtp.py", "send"),
+    ("    outbox claim query", "daemon/engine/outbox.py", "_claim_next"),
+    ("  checks.run_checks", "daemon/engine/checks.py", "run_checks"),
     ("all SQL (peewee execute_sql)", "peewee.py", "execute_sql"),
     ("all commits (peewee commit)", "peewee.py", "commit"),
     ("log.event", "daemon/log.py", "event"),
@@ -796,11 +796,11 @@ def pyspy_breakdown(path: Path) -> list[tuple[str, float]]:
 
 # Functions whose direct callees a py-spy profile breaks down (qualified name, file suffix).
 DRILL = [
-    ("_handle", "daemon/ingest.py"),
-    ("_new_request", "daemon/ingest.py"),
-    ("Effects.send", "daemon/effects.py"),
-    ("Renderer.compose", "daemon/render.py"),
-    ("drain", "daemon/outbox.py"),
+    ("_handle", "daemon/engine/ingest.py"),
+    ("_new_request", "daemon/engine/ingest.py"),
+    ("Effects.send", "daemon/engine/apply.py"),
+    ("Renderer.compose", "daemon/mail/render.py"),
+    ("drain", "daemon/engine/outbox.py"),
 ]
 
 

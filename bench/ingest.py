@@ -148,8 +148,9 @@ def main() -> int:
 
 
 def _sql_pass(bench: Bench, dovecot: Any, relay: Any, n: int) -> tuple[list[Any], int, int]:
-    """`run --once` in this process (daemon.loop.run), every statement and commit counted."""
-    from daemon import config, log, loop
+    """`run --once` in this process (daemon.engine.loop.run), every statement and commit counted."""
+    from daemon import config, log
+    from daemon.engine import loop
     from daemon.app import build
 
     user = "sql@example.com"

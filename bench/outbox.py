@@ -3,7 +3,7 @@
 An App is built in-process (daemon.app.build) on SQLite with the smtp backend pointing at
 an SMTP relay that runs in a process of its own. N review emails are queued the way the
 daemon queues them (a Request row, then Effects.send: rendered once, stored with its
-Message-ID). Timed: daemon.outbox.drain(app) sending them all. Baseline in the same run:
+Message-ID). Timed: daemon.engine.outbox.drain(app) sending them all. Baseline in the same run:
 smtplib sending the same N stored messages over one connection to the same relay. Both
 are measured against a relay that only accepts (sink: what smartacct itself costs; the
 figure the target is about) and one that delivers every message into Dovecot over LMTP
@@ -44,8 +44,8 @@ def build_app(root: Path, relay: Any) -> Any:
 
 
 def queue_reviews(app: Any, n: int) -> None:
-    from daemon.effects import Effects
-    from daemon.workflow import new_request_changes, review_mails
+    from daemon.engine.apply import Effects
+    from daemon.core.workflow import new_request_changes, review_mails
     from models.request import Request
 
     now = app.clock.now()
@@ -86,7 +86,7 @@ def smtplib_send(relay: Any, sender: str, messages: list[tuple[str, bytes]]) -> 
 
 
 def drain(app: Any, n: int, sql: SqlRecorder | None = None) -> float:
-    from daemon import outbox
+    from daemon.engine import outbox
 
     requeue(app)
     started = time.perf_counter()
@@ -108,7 +108,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="also cProfile one more drain (sink relay)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    header("Outbox: daemon.outbox.drain vs smtplib over one connection", n=args.n, repeat=args.repeat,
+    header("Outbox: daemon.engine.outbox.drain vs smtplib over one connection", n=args.n, repeat=args.repeat,
            database="SQLite", relay="own process")
     partners = [f"partner{i}@partner{i}.example" for i in range(50)]
     rows = []

@@ -13,12 +13,13 @@ import peewee
 
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
-from daemon.isolate import MESSAGE_BUDGET
-from daemon.mailbox import Folder, Mailbox
-from daemon.metrics import Metrics
-from daemon.render import Renderer
-from daemon.sdnotify import Notifier
-from daemon.transport import Transport
+from daemon.engine.isolate import MESSAGE_BUDGET
+from daemon.mail.mailbox import Mailbox
+from models.message import Folder
+from daemon.ops.metrics import Metrics
+from daemon.mail.render import Renderer
+from daemon.ops.sdnotify import Notifier
+from daemon.mail.transport import Transport
 from models.db import open_database
 
 
@@ -31,8 +32,8 @@ class App:
     stop: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
-    instance: str = field(default_factory=lambda: instance_id())   # who holds a message (daemon.attempts)
-    budget: float = MESSAGE_BUDGET                                  # CPU seconds per message (daemon.isolate)
+    instance: str = field(default_factory=lambda: instance_id())   # who holds a message (daemon.engine.attempts)
+    budget: float = MESSAGE_BUDGET                                  # CPU seconds per message (daemon.engine.isolate)
     _mailbox: Any = None
     _transport: Any = None
 
@@ -89,20 +90,20 @@ def folder_names(config: Config) -> dict[Folder, str]:
 def make_mailbox(config: Config) -> Mailbox:
     mb = config.mailbox
     if mb.backend == "imap":
-        from daemon.imap import ImapMailbox
+        from daemon.mail.imap import ImapMailbox
         from models.cursor import DbCursor
 
         return ImapMailbox(mb, DbCursor(f"{mb.username}@{mb.host}:{mb.effective_port}/{mb.folder}"))
-    from daemon.maildir import MaildirMailbox
+    from daemon.mail.maildir import MaildirMailbox
 
     return MaildirMailbox(mb.path, folder_names(config), max_message_size=mb.max_message_size)
 
 
 def make_transport(config: Config) -> Transport:
     if config.smtp.backend == "smtp":
-        from daemon.smtp import SmtpTransport
+        from daemon.mail.smtp import SmtpTransport
 
         return SmtpTransport(config.smtp)
-    from daemon.maildir import MaildirTransport
+    from daemon.mail.maildir import MaildirTransport
 
     return MaildirTransport(config.smtp.path)

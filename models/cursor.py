@@ -17,7 +17,7 @@ class MailboxCursor(BaseModel):
 
 
 class DbCursor:
-    """The daemon.imap.Cursor protocol on the database."""
+    """The daemon.mail.imap.Cursor protocol on the database."""
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -20,6 +20,14 @@ class Outcome(enum.StrEnum):
     quarantined = "quarantined"
 
 
+class Folder(enum.StrEnum):
+    """Where a handled message is filed; the names of the folders come from config (DESIGN §5)."""
+
+    processed = "processed"
+    rejected = "rejected"
+    quarantine = "quarantine"
+
+
 class IncomingMessage(BaseModel):
     key = SafeCharField(max_length=400, unique=True)   # "mid:<Message-ID>" or "sha256:<hex>"
     message_id = SafeTextField(null=True)
@@ -30,7 +38,7 @@ class IncomingMessage(BaseModel):
     received_at = UtcDateTimeField()
     handled_at = UtcDateTimeField(null=True)
     outcome = SafeCharField(max_length=16, null=True)
-    folder = SafeCharField(max_length=16, null=True)   # daemon.mailbox.Folder value
+    folder = SafeCharField(max_length=16, null=True)   # daemon.mail.mailbox.Folder value
     attempts = peewee.IntegerField(default=0)
     last_error = SafeTextField(null=True)
     request_id = peewee.IntegerField(null=True)

@@ -492,3 +492,10 @@ _ORDER: Mapping[str, int] = MappingProxyType({f.name: i for i, f in enumerate(FI
 def _in_field_order(problems: list[Problem]) -> list[Problem]:
     """Problems grouped by field in form order, as the partner reads the form; stable within a field."""
     return sorted(problems, key=lambda p: -1 if p.field is None else _ORDER.get(p.field, len(_ORDER)))
+
+
+def form_domain(form: FormResult) -> str | None:
+    """The account domain as validate() stores it, or None when it is not valid: the key by which
+    the open request for a domain is looked up before deciding."""
+    domain = _check_domain(form.fields.get("account_domain", ""), [])
+    return domain.unicode if domain is not None else None

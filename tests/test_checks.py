@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import checks, outbox
+from daemon.engine import checks, outbox
 from daemon.app import App, build
 from daemon.clock import FixedClock
 from daemon.config import from_dict

@@ -15,9 +15,10 @@ import pytest
 
 from daemon.config import Duration, MailboxConfig, Secret, Size
 from daemon.errors import MailboxAuthError, MailboxError
-from daemon.imap import ImapMailbox, backoff_delay
-from daemon.mailbox import Folder, InboxMessage
-from daemon.oauth2 import TokenCommandError, token_from_command, xoauth2_string
+from daemon.mail.imap import ImapMailbox, backoff_delay
+from daemon.mail.mailbox import InboxMessage
+from models.message import Folder
+from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
 from servers import Dovecot, free_port
 
 USER = "smart-accounts@example.com"

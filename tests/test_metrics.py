@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from daemon import config as config_mod
 from daemon.app import build
-from daemon.metrics import health
+from daemon.ops.metrics import health
 from e2e import OUR_ADDRESS, Daemon, Install, Sent, good_fields, request_email, wait_for
 from servers import Dovecot, free_port
 from test_admin import POISON, poison

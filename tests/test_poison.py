@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from daemon import config as config_mod
-from daemon import log, loop
+from daemon import log
+from daemon.engine import loop
 from daemon.app import build
 from daemon.clock import FixedClock
 from e2e import SMARTACCT, Install, good_fields, request_email, wait_for
@@ -164,3 +165,33 @@ def test_killing_the_daemon_while_it_holds_a_healthy_message_never_quarantines_i
     assert len(reviews) == 200 and len({s.subject for s in reviews}) == 200
     assert install.query("SELECT count(*) FROM attempt") == [(0,)]
     wait_for(lambda: not list((install.inbox / "new").iterdir()))
+
+
+# --- the budget itself ------------------------------------------------------------------------------
+
+def test_the_budget_interrupts_work_that_catches_every_exception() -> None:
+    """A parser's `except Exception` fallback cannot swallow the timeout and go on."""
+    from daemon.engine.isolate import MessageTimeout, budget
+
+    swallowed = 0
+    started = time.process_time()
+    try:
+        with budget(0.05):
+            while True:
+                try:
+                    sum(range(10_000))
+                except Exception:  # what mail-parser's fallback in parsers/message.py does
+                    swallowed += 1
+    except MessageTimeout as exc:
+        assert "0.05s" in str(exc)
+    assert swallowed == 0 and time.process_time() - started < 2
+
+
+def test_the_budget_is_disarmed_after_the_message() -> None:
+    from daemon.engine.isolate import budget
+
+    with budget(0.05):
+        pass
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:   # busy past the old deadline: nothing fires
+        sum(range(10_000))

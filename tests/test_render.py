@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from daemon.render import KINDS, LANGUAGES, Email, Renderer
+from daemon.mail.render import KINDS, LANGUAGES, Email, Renderer
 
 UTC = dt.timezone.utc
 FROM = "Smart Accounts <smart-accounts@example.com>"

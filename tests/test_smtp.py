@@ -11,7 +11,7 @@ import pytest
 
 from daemon.config import Secret, SmtpConfig
 from daemon.errors import PermanentFailure, TemporaryFailure
-from daemon.smtp import SmtpTransport
+from daemon.mail.smtp import SmtpTransport
 from servers import Dovecot, SmtpRelay, TlsCert, free_port
 
 SENDER = "smart-accounts@example.com"

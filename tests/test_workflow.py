@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from daemon.config import WorkflowConfig
-from daemon.workflow import Refusal, Reminder, authorize, due, next_due, transition
+from daemon.core.workflow import Refusal, Reminder, authorize, due, next_due, transition
 from models.state import Action, State
 from parsers.reply import Keyword
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import peewee
 
 from daemon import log
-from daemon.effects import ConcurrentChange, Effects
-from daemon.workflow import Reminder, due, next_due, transition
+from daemon.core.decide import decide_due
+from daemon.engine.apply import Applier, ConcurrentChange
 from models.locks import exclusive
 from models.request import Request
 
@@ -47,39 +47,15 @@ def _run_checks(app: App) -> int:
         for req in batch:
             app.alive()
             after = (req.due_at, req.id)
-            fx = Effects(app.renderer, now)
+            applier = Applier(app.renderer, now, app.config.workflow)
             try:
-                acted += _check_one(app, fx, req, now)
+                with app.db.atomic():
+                    decision = decide_due(req, now, app.config.workflow)
+                    applier.apply(decision)
             except ConcurrentChange:
                 continue  # a reply or another instance moved it first: nothing left to do here
-            fx.flush_log()
+            applier.flush_log()
+            acted += bool(decision.events)
     if acted:
         log.event("checks.done", acted=acted)
     return acted
-
-
-def _check_one(app: App, fx: Effects, req: Request, now: dt.datetime) -> int:
-    """One request's due work in one transaction; returns 1 when it acted."""
-    wf = app.config.workflow
-    with app.db.atomic():
-        owed = due(req, now, wf)
-        if isinstance(owed, Reminder):
-            updated = (Request.update(reminders_sent=owed.reminders_sent, due_at=owed.due_at, updated_at=now)
-                       .where((Request.id == req.id) & (Request.reminders_sent == req.reminders_sent)
-                              & (Request.state == req.state))
-                       .execute())
-            if updated != 1:
-                raise ConcurrentChange(f"{req.ref} changed meanwhile")
-            fx.event(req, "reminder.sent", number=owed.reminders_sent)
-            fx.log("reminder.sent", ref=req.ref, to=req.customer_email, number=owed.reminders_sent)
-            fx.send(owed.mail, req)
-            return 1
-        if owed is not None:
-            t = transition(req, owed, now, wf)
-            if t is None:
-                return 0
-            fx.apply(req, t, by="check")
-            return 1
-        # Nothing owed yet: move the bookmark to the next moment something will be.
-        Request.update(due_at=next_due(req, wf)).where(Request.id == req.id).execute()
-        return 0

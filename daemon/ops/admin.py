@@ -11,14 +11,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
-from daemon import log, outbox
-from daemon.effects import ConcurrentChange, Effects
+from daemon import log
+from daemon.engine import outbox
+from daemon.core.decide import decide_cancel
+from daemon.engine.apply import Applier, ConcurrentChange
 from daemon.errors import MailboxError, SmartacctError
-from daemon.workflow import transition
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request, format_ref, parse_ref
-from models.state import Action
 
 if TYPE_CHECKING:
     from daemon.app import App
@@ -46,20 +46,20 @@ def cancel_request(app: App, ref: str, reason: str = "") -> Request:
     if req_id is None:
         raise AdminError(f"{ref!r} is not a request reference (SA-000042)")
     for _ in range(CANCEL_TRIES):
-        fx = Effects(app.renderer, app.clock.now())
+        applier = Applier(app.renderer, app.clock.now(), app.config.workflow)
         try:
             with app.db.atomic():
                 req = Request.get_or_none(Request.id == req_id)
                 if req is None:
                     raise AdminError(f"no request {format_ref(req_id)}")
-                t = transition(req, Action.cancel, fx.now, app.config.workflow, by_admin=True, reason=reason)
-                if t is None:
+                decision = decide_cancel(req, reason, applier.now, app.config.workflow)
+                if decision is None:
                     raise AdminError(f"{req.ref} is {req.state}: only an open request "
                                      "(awaiting_confirmation, pending_acceptance) can be cancelled")
-                fx.apply(req, t, by="admin", **({"reason": reason} if reason else {}))
+                applier.apply(decision)
         except ConcurrentChange:
             continue   # a reply or the daemon moved it meanwhile: look again
-        fx.flush_log()
+        applier.flush_log()
         outbox.drain(app)
         return req
     raise AdminError(f"{format_ref(req_id)} keeps changing under us; try again")

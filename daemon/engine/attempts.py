@@ -3,7 +3,7 @@
 Before a message is parsed, its attempt row (keyed by the hash of its bytes) says that this
 process holds it, in a commit of its own. A message whose row shows that a process died
 holding it, or that failed before, is handled in a child process with limits
-(daemon.isolate); any other one here, under its CPU budget. Only a failure of the
+(daemon.engine.isolate); any other one here, under its CPU budget. Only a failure of the
 message's own handling is charged to it; a process killed from outside is not, a race is
 retried, and a broken mailbox or database goes up to the loop, which backs off. After
 max_attempts charged failures the message is quarantined and the next one is handled.
@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from daemon import ingest, isolate, log
-from daemon.effects import ConcurrentChange
+from daemon import log
+from daemon.engine import ingest, isolate
+from daemon.engine.apply import ConcurrentChange
 from daemon.errors import MailboxError
-from daemon.mailbox import Folder, InboxMessage
+from daemon.mail.mailbox import InboxMessage
+from models.message import Folder
 from models.attempt import Attempt
 from models.locks import try_lock, unlock
 from models.message import IncomingMessage, Outcome
@@ -77,7 +79,7 @@ def process(app: App, item: InboxMessage, held: list[str] | None = None) -> Fold
 
 
 def _process(app: App, item: InboxMessage) -> Folder | None:
-    claim = _begin(app, item)
+    claim = begin(app, item)
     races = 0
     while True:
         tried = _attempt(app, item, claim)
@@ -120,7 +122,7 @@ def _attempt(app: App, item: InboxMessage, claim: Claim) -> Tried:
         return Tried(error=f"{type(exc).__name__}: {exc}")
 
 
-def _begin(app: App, item: InboxMessage) -> Claim:
+def begin(app: App, item: InboxMessage) -> Claim:
     """Say that this process holds the message, before a byte of it is parsed (DESIGN §4)."""
     raw_hash = hashlib.sha256(item.raw).hexdigest()
     now = app.clock.now()

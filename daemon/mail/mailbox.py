@@ -6,16 +6,11 @@ the message's effects are committed (DESIGN §4, nothing lost).
 
 from __future__ import annotations
 
-import enum
 import threading
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence
 
-
-class Folder(enum.Enum):
-    processed = "processed"
-    rejected = "rejected"
-    quarantine = "quarantine"
+from models.message import Folder
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ from imapclient.imapclient import DELETED, SocketTimeout
 from daemon import log
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxAuthError, MailboxError
-from daemon.mailbox import Folder, InboxMessage
-from daemon.oauth2 import TokenCommandError, token_from_command
+from daemon.mail.mailbox import InboxMessage
+from models.message import Folder
+from daemon.mail.oauth2 import TokenCommandError, token_from_command
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from daemon.config import WorkflowConfig
-from models.state import OPEN, Action, State, next_state
+from models.state import Action, State, next_state
 from parsers.reply import Keyword
 
 PARTNER = "partner"
@@ -34,7 +34,9 @@ KEYWORD_ACTIONS = {
 
 
 class RequestLike(Protocol):
+    id: int
     state: str
+    language: str
     partner_email: str
     customer_email: str
     user_emails: list[str]
@@ -46,6 +48,7 @@ class RequestLike(Protocol):
 
 
 class TokenLike(Protocol):
+    id: int
     party: str
     issued_for_state: str
     used_at: dt.datetime | None
@@ -64,6 +67,19 @@ class Mail:
     extra: dict[str, Any] = field(default_factory=dict)  # more template context
     thread: bool = False                  # In-Reply-To the message being answered
     topic: str | None = None              # an answer's subject matter: sent to one address once a day
+    lang: str | None = None               # its language when no request says it
+    with_form: bool = False               # carries the blank request form (help, rejection)
+
+
+# Log and timeline event of each transition (DESIGN §7).
+TRANSITION_EVENTS = {
+    Action.confirm: "request.confirmed",
+    Action.cancel: "request.cancelled",
+    Action.accept: "request.accepted",
+    Action.decline: "request.declined",
+    Action.expire: "request.expired",
+    Action.lapse: "request.lapsed",
+}
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,10 @@ class Transition:
     new_state: State
     changes: dict[str, Any]
     mails: tuple[Mail, ...]
+
+    @property
+    def event(self) -> str:
+        return TRANSITION_EVENTS[self.action]
 
 
 class Refusal(enum.StrEnum):
@@ -197,12 +217,16 @@ def due(req: RequestLike, now: dt.datetime, wf: WorkflowConfig) -> Action | Remi
     )
 
 
-def is_open(state: str) -> bool:
-    return State(state) in OPEN
-
-
 def parties(req: RequestLike) -> Sequence[str]:
     return (req.partner_email.lower(), req.customer_email.lower())
+
+
+def delivery_failed(req: RequestLike, kind: str, recipient: str, error: str) -> Mail | None:
+    """The one rule for a lost email (DESIGN §3): whether it bounced or the server refused it,
+    an email to the customer that did not arrive is told to the partner, who can reach them."""
+    if kind == "delivery_failed" or recipient.lower() != req.customer_email.lower():
+        return None
+    return Mail("delivery_failed", req.partner_email, extra={"failed_recipient": recipient, "error": error[:300]})
 
 
 def next_due(req: RequestLike, wf: WorkflowConfig) -> dt.datetime | None:

@@ -4,7 +4,7 @@ a process before.
 
 In process, `budget()` arms SIGPROF for the message's CPU seconds; when it fires it raises
 MessageTimeout, a BaseException, so no parser's fallback can swallow it. A message that was
-in hand when a process died, or that failed before, goes to `python -m daemon.isolate`
+in hand when a process died, or that failed before, goes to `python -m daemon.engine.isolate`
 instead: whatever it does there (loops in C, exhausts memory, crashes the interpreter), only
 the child dies, the daemon charges the attempt to the message and moves on.
 """
@@ -30,9 +30,9 @@ import peewee
 if TYPE_CHECKING:
     from daemon.app import App
     from daemon.config import Config
-    from daemon.mailbox import InboxMessage
+    from daemon.mail.mailbox import InboxMessage
 
-MESSAGE_BUDGET = 30.0                  # CPU seconds one message may take; a 25 MB message needs a few
+MESSAGE_BUDGET = 10.0                  # CPU seconds one message may take; a 25 MB message needs about 0.5
 CHILD_MEMORY = 2 * 1024**3             # address space of a child: a 25 MB message peaks near 300 MB
 CHILD_STARTUP = 10.0                   # CPU seconds a child may spend importing before its budget starts
 WALL_FACTOR = 4                        # a child waiting on a lock still ends: wall time = 4 × (budget + startup)
@@ -96,10 +96,10 @@ class ChildResult:
 
 
 def run_in_child(app: App, item: InboxMessage, raw_hash: str) -> ChildResult:
-    """Handle one message in `python -m daemon.isolate`; a child that dies is the message's failure."""
+    """Handle one message in `python -m daemon.engine.isolate`; a child that dies is the message's failure."""
     job = pickle.dumps(Job(app.config, app.clock.now(), item, raw_hash, app.budget))
     wall = WALL_FACTOR * (app.budget + CHILD_STARTUP)
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.isolate"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.engine.isolate"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, close_fds=True)
     try:
         out, _ = proc.communicate(job, timeout=wall)
@@ -137,10 +137,11 @@ def _child() -> int:
     _limit(resource.RLIMIT_CPU, cpu)                # SIGXCPU if the in-process budget is ever bypassed
     _limit(resource.RLIMIT_AS, CHILD_MEMORY)        # MemoryError instead of the host's OOM killer
 
-    from daemon import ingest, log
+    from daemon import log
+    from daemon.engine import ingest
     from daemon.app import build
     from daemon.clock import FixedClock
-    from daemon.effects import ConcurrentChange
+    from daemon.engine.apply import ConcurrentChange
 
     cfg = job.config
     log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)

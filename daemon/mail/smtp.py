@@ -19,7 +19,7 @@ from typing import Callable, Iterator, NoReturn, Sequence
 from daemon import log
 from daemon.config import SmtpConfig
 from daemon.errors import PermanentFailure, TemporaryFailure
-from daemon.oauth2 import TokenCommandError, token_from_command, xoauth2_string
+from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
 
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0     # servers may scan a message for a while before answering DATA

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from daemon.errors import MailboxError
-from daemon.mailbox import Folder, InboxMessage
+from daemon.mail.mailbox import InboxMessage
+from models.message import Folder
 
 _SUBDIRS = ("tmp", "new", "cur")
 

@@ -18,7 +18,7 @@ from daemon import log
 from daemon.app import App, build
 from daemon.clock import OffsetClock, SystemClock
 from daemon.errors import ConfigError, SmartacctError
-from daemon.sdnotify import Notifier
+from daemon.ops.sdnotify import Notifier
 
 EXIT_CONFIG = 2
 
@@ -73,7 +73,8 @@ def _opened(cfg: config_mod.Config) -> Iterator[App]:
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import loop, metrics
+    from daemon.engine import loop
+    from daemon.ops import metrics
 
     with _opened(cfg) as app:
         server = None if args.once else metrics.serve(app)   # [metrics] listen: /metrics and /healthz
@@ -87,8 +88,8 @@ def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     """Handle .eml files as if they had arrived; the files stay where they are."""
-    from daemon import attempts, outbox
-    from daemon.mailbox import InboxMessage
+    from daemon.engine import attempts, outbox
+    from daemon.mail.mailbox import InboxMessage
 
     status = 0
     with _opened(cfg) as app:
@@ -108,7 +109,7 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import checks, outbox
+    from daemon.engine import checks, outbox
 
     with _opened(cfg) as app:
         acted = checks.run_checks(app)
@@ -167,7 +168,7 @@ def cmd_requests_show(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_template(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon.render import Renderer
+    from daemon.mail.render import Renderer
 
     print(Renderer(cfg.smtp.from_address).blank_form(args.lang), end="")
     return 0
@@ -208,7 +209,7 @@ def _check(backend: Any) -> None:
 
 
 def cmd_requests_cancel(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import admin
+    from daemon.ops import admin
 
     with _opened(cfg) as app:
         req = admin.cancel_request(app, args.ref, args.reason or "")
@@ -217,7 +218,7 @@ def cmd_requests_cancel(cfg: config_mod.Config, args: argparse.Namespace) -> int
 
 
 def cmd_outbox_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import admin
+    from daemon.ops import admin
 
     with _opened(cfg):  # binds the models to the database
         rows = admin.outbox_rows(args.state)
@@ -233,7 +234,7 @@ def cmd_outbox_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import admin
+    from daemon.ops import admin
 
     with _opened(cfg) as app:
         results = admin.retry_emails(app, args.ids)
@@ -241,7 +242,7 @@ def cmd_outbox_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_list(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import admin
+    from daemon.ops import admin
 
     with _opened(cfg):  # binds the models to the database
         rows = admin.quarantined()
@@ -255,7 +256,7 @@ def cmd_quarantine_list(cfg: config_mod.Config, args: argparse.Namespace) -> int
 
 
 def cmd_quarantine_retry(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon import admin
+    from daemon.ops import admin
 
     with _opened(cfg) as app:
         results = admin.retry_quarantined(app, args.ids)

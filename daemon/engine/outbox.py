@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import peewee
 
 from daemon import log
-from daemon.effects import Effects
+from daemon.core.decide import decide_refused
+from daemon.engine.apply import Applier, ref_of
 from daemon.errors import DeliveryError, PermanentFailure, TemporaryFailure
-from daemon.workflow import Mail
 from models.locks import is_postgres
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
@@ -124,14 +124,12 @@ def _temporary(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult
 def _permanent(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
     _fail(app, row, str(exc), result)
     req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
-    if req is not None and row.recipient.lower() == req.customer_email.lower() and row.kind != "delivery_failed":
-        fx = Effects(app.renderer, app.clock.now())
-        with app.db.atomic():
-            fx.event(req, "email.refused", kind=row.kind, recipient=row.recipient, error=str(exc)[:200])
-            fx.send(Mail("delivery_failed", req.partner_email,
-                         extra={"failed_recipient": row.recipient, "error": str(exc)[:300]}), req)
-        fx.log("partner.told", ref=req.ref, about="delivery_failed", to=req.partner_email)
-        fx.flush_log()
+    if req is None:
+        return
+    applier = Applier(app.renderer, app.clock.now(), app.config.workflow)
+    with app.db.atomic():
+        applier.apply(decide_refused(req, row.kind, row.recipient, str(exc)))
+    applier.flush_log()
 
 
 def _fail(app: App, row: OutboxRow, error: str, result: DrainResult) -> None:
@@ -143,7 +141,7 @@ def _fail(app: App, row: OutboxRow, error: str, result: DrainResult) -> None:
 
 
 def _ref(row: OutboxRow) -> str | None:
-    return f"SA-{row.request_id:06d}" if row.request_id else None
+    return ref_of(row.request_id)
 
 
 def next_due(app: App) -> dt.datetime | None:

@@ -1,6 +1,6 @@
 """The daemon's main loop: ingest, due checks, drain the outbox, then wait for mail (DESIGN §6).
 
-Each message goes through the per-message boundary (daemon.attempts), so one bad message
+Each message goes through the per-message boundary (daemon.engine.attempts), so one bad message
 never stops the others; what escapes it (the mailbox or the database away) makes the
 loop back off here.
 """
@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import peewee
 import schedule
 
-from daemon import attempts, checks, log, outbox
+from daemon import log
+from daemon.engine import attempts, checks, outbox
 from daemon.errors import MailboxError
-from daemon.mailbox import Folder
+from models.message import Folder
 from models.locks import unlock
 
 if TYPE_CHECKING:

@@ -1,0 +1,329 @@
+"""decide(intent, facts, now, config) -> Decision: what one incoming message causes (DESIGN §1, §3).
+
+Pure: the facts (the requests and tokens a message points to, the open request for a
+domain, the email a bounce returns) are loaded before, and the Decision is applied after,
+in one transaction (daemon.engine.apply). Nothing here reads the database, the clock or
+the environment, so every rule is tested with values in milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.config import WorkflowConfig
+from daemon.core.workflow import (
+    KEYWORD_ACTIONS, Mail, Refusal, Reminder, RequestLike, TokenLike, Transition, authorize, delivery_failed, due,
+    new_request_changes, next_due, parties, review_mails, transition,
+)
+from models.message import Folder, Outcome
+from models.state import Action, State
+from parsers import classify as cl
+from parsers.form import FIELDS, label
+from parsers.message import ParsedMessage
+from parsers.ref import format_ref
+from parsers.reply import Keyword
+from parsers.validate import Problem, ValidRequest, request_language, validate
+
+# The most telling refusal first: a stale token from the right party deserves a friendly answer.
+_REFUSAL_RANK = {Refusal.stale: 0, Refusal.dmarc: 1, Refusal.not_allowed: 2, Refusal.ref_mismatch: 3,
+                 Refusal.wrong_sender: 4, Refusal.no_token: 5}
+ECHO_MAX = {"account_name": 1000, "customer_email": 320, "account_domain": 255}   # columns of a rejected request
+NOTE_ECHO_MAX = 5000
+
+
+@dataclass(frozen=True)
+class Log:
+    """A log line to write once the transaction commits (DESIGN §7)."""
+
+    name: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    level: int = logging.INFO
+
+
+@dataclass(frozen=True)
+class TokenFact:
+    """A reply token found in the message, with the request it belongs to."""
+
+    token: TokenLike
+    request: RequestLike
+
+
+@dataclass(frozen=True)
+class BouncedFact:
+    """The email of ours a bounce returns, and its request."""
+
+    kind: str
+    recipient: str
+    request: RequestLike | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the database said about the message, read before deciding."""
+
+    msg: ParsedMessage
+    tokens: Sequence[TokenFact] = ()          # live or not, in the order the message carried them
+    request: RequestLike | None = None        # the request a STATUS names
+    open_ref: str | None = None               # an open or active request for the form's domain
+    bounced: BouncedFact | None = None
+    truncated_size: int | None = None         # over max_message_size: only the header was read
+    max_message_size: int = 0
+
+
+@dataclass(frozen=True)
+class Update:
+    """Columns of the request to change, only if it is still as it was read (compare-and-set),
+    so two deciders (two instances, a reply and a check, the CLI) can never both act."""
+
+    changes: Mapping[str, Any]
+    expect: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, t: Transition) -> Update:
+        return cls(t.changes, {"state": t.old_state.value})
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything one message, scheduled check or admin command causes, as values.
+
+    `request` names the existing request concerned, `create` holds the columns of a new one.
+    `token` is used up with a compare-and-set. A message's decision says where it is filed
+    and with which outcome; a check's or an admin's has neither.
+    """
+
+    outcome: Outcome | None = None
+    folder: Folder | None = None
+    request: RequestLike | None = None
+    create: Mapping[str, Any] | None = None
+    update: Update | None = None
+    token: TokenLike | None = None
+    mails: tuple[Mail, ...] = ()
+    events: tuple[tuple[str, Mapping[str, Any]], ...] = ()   # the request's timeline
+    logs: tuple[Log, ...] = ()
+
+
+def transition_decision(req: RequestLike, t: Transition, detail: Mapping[str, Any], *,
+                        outcome: Outcome | None = None, folder: Folder | None = None,
+                        token: TokenLike | None = None) -> Decision:
+    """A state change with its emails, its timeline event and its log line (DESIGN §1, §7)."""
+    return Decision(outcome, folder, request=req, update=Update.of(t), token=token, mails=t.mails,
+                    events=((t.event, detail),), logs=(Log(t.event, {"state": t.new_state.value, **detail}),))
+
+
+def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    """The one place that says what a message does."""
+    msg = facts.msg
+    if facts.truncated_size is not None:
+        return _too_large(msg, facts.truncated_size, facts.max_message_size, wf)
+    match intent:
+        case cl.NewRequest():
+            return _new_request(intent, facts, now, wf)
+        case cl.Reply():
+            return _reply(intent, facts, now, wf)
+        case cl.CommandMail():
+            return _command(intent, facts)
+        case cl.Bounce():
+            return _bounce(intent, facts)
+        case cl.NotARequest():
+            return _rejection_of(msg.sender or "", [Problem(None, "no_form")], [], wf.default_language,
+                                 Log("message.not_a_request", {"sender": msg.sender, "subject": msg.subject}))
+        case cl.Ignore():
+            return Decision(Outcome.ignored, Folder.processed, logs=(Log(
+                "message.ignored", {"reason": intent.reason, "sender": msg.sender, "message_id": msg.message_id}),))
+    raise TypeError(f"no decision for {type(intent).__name__}")
+
+
+# --- new requests ---------------------------------------------------------------------------------
+
+def _new_request(intent: cl.NewRequest, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    msg = facts.msg
+    sender = msg.sender or ""
+    result = validate(intent.form, max_users=wf.max_users, require_customer_in_domain=wf.require_customer_in_domain,
+                      default_language=wf.default_language, open_ref_for_domain=lambda _domain: facts.open_ref)
+    if isinstance(result, ValidRequest):
+        columns = {
+            "partner_email": sender, "language": result.language, "account_name": result.account_name,
+            "customer_email": result.customer_email, "account_domain": result.account_domain,
+            "note_to_customer": result.note_to_customer, "note_to_users": result.note_to_users,
+            "user_emails_json": json.dumps(list(result.user_emails)), **new_request_changes(now, wf),
+        }
+        return Decision(
+            Outcome.request, Folder.processed, create=columns, mails=review_mails(sender),
+            events=(("request.created", {"partner": sender, "message_id": msg.message_id}),),
+            logs=(Log("request.created", {"partner": sender, "domain": result.account_domain,
+                                          "customer": result.customer_email}),))
+    lang = request_language(intent.form, wf.default_language)
+    values = intent.form.fields
+    columns = {
+        "state": State.rejected.value, "partner_email": sender, "language": lang,
+        **{name: values.get(name, "")[:limit] for name, limit in ECHO_MAX.items()},
+        "note_to_customer": values.get("note_to_customer", "")[:NOTE_ECHO_MAX],
+        "note_to_users": values.get("note_to_users", "")[:NOTE_ECHO_MAX],
+        "created_at": now, "updated_at": now, "closed_at": now,
+    }
+    problems = ",".join(f"{p.field or 'form'}:{p.code}" for p in result)
+    rejection = _rejection_of(sender, result, _echo(values, lang), lang)
+    return Decision(
+        Outcome.rejected, Folder.rejected, create=columns, mails=rejection.mails,
+        events=(("request.rejected", {"partner": sender, "problems": problems}),),
+        logs=(Log("request.rejected", {"partner": sender, "problems": problems}),))
+
+
+def _rejection_of(to: str, problems: Sequence[Problem], values: list[tuple[str, str]], lang: str,
+                  *logs: Log) -> Decision:
+    """A rejection: every problem, the values we read and the blank form (DESIGN §1 step 2)."""
+    topic = "rejection:" + ",".join(sorted({f"{p.field or 'form'}:{p.code}" for p in problems}))
+    mail = Mail("rejection", to, thread=True, topic=topic[:200], lang=lang, with_form=True,
+                extra={"problems": list(problems), "values": values})
+    return Decision(Outcome.rejected, Folder.rejected, mails=(mail,), logs=logs)
+
+
+def _echo(fields: Mapping[str, str], lang: str) -> list[tuple[str, str]]:
+    return [(label(f.name, lang), fields[f.name]) for f in FIELDS if f.name in fields]
+
+
+def _too_large(msg: ParsedMessage, size: int, limit: int, wf: WorkflowConfig) -> Decision:
+    log = Log("message.too_large", {"sender": msg.sender, "size": size, "limit": limit}, logging.WARNING)
+    if msg.sender and not msg.is_automatic and cl.sender_allowed(msg.sender, wf.partner_domains):
+        problem = Problem(None, "too_large", (("max", human_size(limit)),))
+        return _rejection_of(msg.sender, [problem], [], wf.default_language, log)
+    return Decision(Outcome.ignored, Folder.rejected, logs=(log,))
+
+
+def human_size(size: int) -> str:
+    return f"{size / 1_000_000:g} MB" if size >= 1_000_000 else f"{size / 1000:g} KB"
+
+
+# --- replies --------------------------------------------------------------------------------------
+
+def _reply(intent: cl.Reply, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    sender = facts.msg.sender or ""
+    keyword = intent.command.keyword if intent.command else None
+    if not facts.tokens:
+        return _refused(Refusal.no_token, None, sender, keyword,
+                        ref=",".join(intent.subject_refs) or None)
+    if keyword in KEYWORD_ACTIONS:
+        return _act(intent, keyword, facts, now, wf)
+    # STATUS, HELP, or an answer without a keyword: only ever to a party of the request.
+    req = facts.tokens[0].request
+    if sender.lower() not in parties(req):
+        return _refused(Refusal.wrong_sender, req, sender, keyword)
+    kind = "status" if keyword is Keyword.STATUS else "help"
+    return Decision(Outcome.answered, Folder.processed, request=req,
+                    mails=(Mail(kind, sender, thread=True, with_form=kind == "help"),),
+                    logs=(Log(f"{kind}.answered", {"to": sender}),))
+
+
+def _act(intent: cl.Reply, keyword: Keyword, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    """Act with the first token that passes the security rule (DESIGN §3); otherwise refuse, loudly."""
+    msg = facts.msg
+    sender = msg.sender or ""
+    refusals: list[tuple[Refusal, TokenFact]] = []
+    for found in facts.tokens:
+        req = found.request
+        refusal = authorize(found.token, req, sender, keyword)
+        if refusal is None and intent.subject_refs and format_ref(req.id) not in intent.subject_refs:
+            refusal = Refusal.ref_mismatch
+        if refusal is None and wf.require_dmarc_pass and not cl.dmarc_passed(msg, wf.trusted_authserv_id):
+            refusal = Refusal.dmarc
+        t = transition(req, KEYWORD_ACTIONS[keyword], now, wf) if refusal is None else None
+        if t is None:
+            refusals.append((refusal or Refusal.stale, found))
+            continue
+        return transition_decision(req, t, {"by": found.token.party, "sender": sender},
+                                   outcome=Outcome.reply, folder=Folder.processed, token=found.token)
+    refusal, found = min(refusals, key=lambda r: _REFUSAL_RANK[r[0]])
+    refused = _refused(refusal, found.request, sender, keyword, party=found.token.party, state=found.request.state)
+    if refusal is not Refusal.stale:
+        return refused
+    late = Mail("late_reply", sender, thread=True, extra={"keyword": keyword.value})
+    return Decision(Outcome.answered, Folder.processed, request=found.request, mails=(late,), logs=refused.logs)
+
+
+def _refused(refusal: Refusal, req: RequestLike | None, sender: str, keyword: Keyword | None,
+             **more: Any) -> Decision:
+    fields = {"reason": refusal.value, "sender": sender, "keyword": keyword.value if keyword else None, **more}
+    return Decision(Outcome.ignored, Folder.rejected, request=req,
+                    logs=(Log("reply.refused", fields, logging.WARNING),))
+
+
+# --- commands and bounces -------------------------------------------------------------------------
+
+def _command(intent: cl.CommandMail, facts: Facts) -> Decision:
+    sender = facts.msg.sender or ""
+    cmd = intent.command
+    if cmd.keyword is Keyword.HELP:
+        return Decision(Outcome.answered, Folder.processed,
+                        mails=(Mail("help", sender, thread=True, with_form=True, lang=cmd.language),),
+                        logs=(Log("help.answered", {"to": sender}),))
+    req = facts.request
+    if req is None or sender.lower() not in parties(req):
+        reason = "unknown_ref" if req is None else "not_a_party"
+        ref = cmd.ref or next(iter(cl.subject_refs(facts.msg)), None)
+        return Decision(Outcome.ignored, Folder.rejected, request=req, logs=(
+            Log("status.refused", {"ref": ref, "sender": sender, "reason": reason}, logging.WARNING),))
+    return Decision(Outcome.answered, Folder.processed, request=req,
+                    mails=(Mail("status", sender, thread=True),), logs=(Log("status.answered", {"to": sender}),))
+
+
+def status_ref(intent: cl.CommandMail, msg: ParsedMessage) -> str | None:
+    """The request a STATUS asks about: named on its line, else in the subject."""
+    return intent.command.ref or next(iter(cl.subject_refs(msg)), None)
+
+
+def _bounce(intent: cl.Bounce, facts: Facts) -> Decision:
+    """A bounce of one of our emails is linked to its request; never answered (DESIGN §3)."""
+    bounced = facts.bounced
+    if bounced is None:
+        return Decision(Outcome.ignored, Folder.processed,
+                        logs=(Log("bounce.ignored", {"sender": facts.msg.sender, "status": intent.status}),))
+    req = bounced.request
+    detail = {"kind": bounced.kind, "recipient": bounced.recipient, "status": intent.status}
+    permanent = (intent.status or "5").startswith("5")
+    tell = delivery_failed(req, bounced.kind, bounced.recipient, intent.status or "bounced") \
+        if req is not None and permanent else None
+    return Decision(Outcome.ignored, Folder.processed, request=req, mails=(tell,) if tell else (),
+                    events=(("email.bounced", detail),) if req is not None else (),
+                    logs=(Log("bounce.received", detail, logging.WARNING),))
+
+
+# --- scheduled checks, admins and the outbox decide the same way ------------------------------------
+
+def decide_due(req: RequestLike, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    """What a scheduled check does to a request whose due_at has come (DESIGN §1, §4)."""
+    owed = due(req, now, wf)
+    if isinstance(owed, Reminder):
+        number = owed.reminders_sent
+        return Decision(request=req, mails=(owed.mail,),
+                        update=Update({"reminders_sent": number, "due_at": owed.due_at, "updated_at": now},
+                                      {"reminders_sent": req.reminders_sent, "state": req.state}),
+                        events=(("reminder.sent", {"number": number}),),
+                        logs=(Log("reminder.sent", {"to": req.customer_email, "number": number}),))
+    t = transition(req, owed, now, wf) if owed is not None else None
+    if t is not None:
+        return transition_decision(req, t, {"by": "check"})
+    # Nothing owed yet: move the bookmark to the next moment something will be.
+    return Decision(request=req, update=Update({"due_at": next_due(req, wf)}, {"state": req.state}))
+
+
+def decide_cancel(req: RequestLike, reason: str, now: dt.datetime, wf: WorkflowConfig) -> Decision | None:
+    """An admin cancels an open request; the parties are told as for CANCEL. None: not open."""
+    t = transition(req, Action.cancel, now, wf, by_admin=True, reason=reason)
+    if t is None:
+        return None
+    return transition_decision(req, t, {"by": "admin", **({"reason": reason} if reason else {})})
+
+
+def decide_refused(req: RequestLike, kind: str, recipient: str, error: str) -> Decision:
+    """The SMTP server refused one of our emails for good (5xx): on the timeline, and the same
+    rule as a bounce for telling the partner."""
+    tell = delivery_failed(req, kind, recipient, error)
+    return Decision(request=req, mails=(tell,) if tell else (),
+                    events=(("email.refused", {"kind": kind, "recipient": recipient, "error": error[:200]}),),
+                    logs=(Log("partner.told", {"about": "delivery_failed", "to": req.partner_email}),) if tell else ())

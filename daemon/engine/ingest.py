@@ -1,0 +1,125 @@
+"""One incoming message, top to bottom: parse, classify, load the facts, decide, apply, commit.
+
+DESIGN §4: a message's effects (records and outbox rows) are committed in one transaction
+together with its idempotency row, and its attempt row is deleted in the same
+transaction; only then does the caller file it. Handling the same message again finds
+the idempotency row and creates nothing new.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import TYPE_CHECKING
+
+from daemon import log
+from daemon.core.decide import BouncedFact, Decision, Facts, TokenFact, decide, status_ref
+from daemon.engine.apply import Applier, ConcurrentChange
+from daemon.mail.mailbox import InboxMessage
+from models.attempt import Attempt
+from models.message import Folder, IncomingMessage
+from models.outbox import OutboxRow
+from models.request import Request
+from models.state import BLOCKING
+from models.token import ReplyToken, token_hash
+from parsers import classify as cl
+from parsers.message import ParsedMessage, parse_message
+from parsers.ref import parse_ref
+from parsers.validate import form_domain
+
+if TYPE_CHECKING:
+    from daemon.app import App
+
+MAX_MESSAGE_ID = 300    # longer Message-IDs are keyed by their hash
+
+
+def idempotency_key(msg: ParsedMessage) -> str:
+    """DESIGN §4: the Message-ID, or a content hash when there is none."""
+    if msg.message_id:
+        mid = msg.message_id.strip()
+        return "mid:" + (mid if len(mid) <= MAX_MESSAGE_ID else hashlib.sha256(mid.encode("utf-8", "replace")).hexdigest())
+    return "sha256:" + msg.content_hash
+
+
+def handle(app: App, item: InboxMessage, raw_hash: str) -> Folder:
+    """Everything one message causes, committed at once; returns the folder to file it in.
+    Raises on failure: daemon.engine.attempts decides what that costs the message."""
+    msg = parse_message(item.raw)
+    key = idempotency_key(msg)
+    now = app.clock.now()
+    seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
+    if seen is not None and seen.handled_at is not None:
+        Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
+        log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
+        app.metrics.handled("duplicate")
+        return Folder(seen.folder)
+    wf = app.config.workflow
+    intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=app.renderer.from_addr)
+    applier = Applier(app.renderer, now, wf, answering=msg)
+    with app.db.atomic():
+        ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
+                      .returning(Attempt.failures, Attempt.first_seen).execute())
+        if not ledger:
+            raise ConcurrentChange(f"message {item.key} was handled meanwhile")
+        facts = load_facts(intent, msg, item, app.config.mailbox.max_message_size)
+        decision = decide(intent, facts, now, wf)
+        req = applier.apply(decision)
+        _record(msg, item, key, decision, req, now, attempts=ledger[0].failures + 1, first_seen=ledger[0].first_seen)
+    applier.flush_log()
+    assert decision.outcome is not None and decision.folder is not None
+    log.event("message.handled", key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
+    app.metrics.handled(decision.outcome.value)
+    return decision.folder
+
+
+def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_size: int) -> Facts:
+    """What `decide` needs to know from the database about this message, and nothing more."""
+    if item.truncated:
+        return Facts(msg, truncated_size=item.size, max_message_size=max_size)
+    match intent:
+        case cl.NewRequest():
+            domain = form_domain(intent.form)
+            return Facts(msg, open_ref=_open_ref(domain) if domain else None)
+        case cl.Reply() if intent.tokens:
+            found = (ReplyToken.select(ReplyToken, Request).join(Request)
+                     .where(ReplyToken.token_hash.in_([token_hash(t) for t in intent.tokens])))
+            order = {token_hash(t): i for i, t in enumerate(intent.tokens)}
+            tokens = sorted(found, key=lambda tok: order[tok.token_hash])
+            return Facts(msg, tokens=tuple(TokenFact(tok, tok.request) for tok in tokens))
+        case cl.CommandMail():
+            ref = status_ref(intent, msg)
+            req_id = parse_ref(ref) if ref else None
+            return Facts(msg, request=Request.get_or_none(Request.id == req_id) if req_id else None)
+        case cl.Bounce() if intent.bounced_message_ids:
+            row = OutboxRow.select().where(OutboxRow.message_id.in_(list(intent.bounced_message_ids))).first()
+            if row is None:
+                return Facts(msg)
+            req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
+            return Facts(msg, bounced=BouncedFact(row.kind, row.recipient, req))
+    return Facts(msg)
+
+
+def _open_ref(domain: str) -> str | None:
+    row = (Request.select(Request.id)
+           .where((Request.account_domain == domain) & Request.state.in_([s.value for s in BLOCKING]))
+           .first())
+    return row.ref if row else None
+
+
+def _record(msg: ParsedMessage, item: InboxMessage, key: str, decision: Decision, req: Request | None,
+            now: dt.datetime, *, attempts: int, first_seen: dt.datetime) -> None:
+    """The idempotency row; a row another process marked handled meanwhile means it won the race."""
+    assert decision.outcome is not None and decision.folder is not None
+    values = {"handled_at": now, "outcome": decision.outcome.value, "folder": decision.folder.value,
+              "request_id": req.id if req is not None else None, "attempts": attempts, "last_error": None,
+              "mailbox_key": item.key}
+    rows = (IncomingMessage
+            .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
+                    subject=msg.subject[:1000], size=item.size, received_at=first_seen, **values)
+            .on_conflict(conflict_target=[IncomingMessage.key],
+                         update={getattr(IncomingMessage, k): v for k, v in values.items()},
+                         where=IncomingMessage.handled_at.is_null())
+            .returning(IncomingMessage.id)
+            .execute())
+    if not list(rows):
+        raise ConcurrentChange(f"message {item.key} was handled meanwhile")

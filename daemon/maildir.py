@@ -21,6 +21,8 @@ from daemon.errors import MailboxError
 from daemon.mailbox import Folder, InboxMessage
 
 _SUBDIRS = ("tmp", "new", "cur")
+WATCH_STEP = 0.2            # seconds between two looks at the inbox while waiting
+CLOCK_TICK_NS = 2 * 10**9   # file systems stamp changes with a coarse clock (1 ms on ext4, 2 s on FAT)
 
 
 def ensure_maildir(path: Path) -> None:
@@ -36,6 +38,8 @@ class MaildirMailbox:
         self.max_message_size = max_message_size
         self._folders = {folder: path / f".{name}" for folder, name in folders.items()}
         self._where: dict[str, Path] = {}
+        self._listed: frozenset[str] = frozenset()     # names the last pass found waiting
+        self._looked: tuple[int, int] | None = None    # the directories' change times at that look
         self.last_contact = time.monotonic()
         try:
             ensure_maildir(path)
@@ -60,6 +64,7 @@ class MaildirMailbox:
             yield InboxMessage(key=entry.name, raw=raw, size=size, truncated=truncated)
 
     def _waiting(self) -> list[os.DirEntry[str]]:
+        stamp = self._stamp()   # before listing: whatever changes after it shows in wait()
         entries: list[os.DirEntry[str]] = []
         for sub in ("new", "cur"):
             try:
@@ -67,6 +72,8 @@ class MaildirMailbox:
                     entries.extend(e for e in it if e.is_file() and not e.name.startswith("."))
             except OSError as exc:
                 raise MailboxError(f"cannot list {self.path / sub}: {exc.strerror}") from exc
+        self._listed = frozenset(e.name for e in entries)
+        self._looked = stamp
         self.last_contact = time.monotonic()
         arrived = []
         for entry in entries:
@@ -123,14 +130,43 @@ class MaildirMailbox:
         return None
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Maildir has no IDLE: watch the directories' change times, cheaply, several times a second."""
+        """Maildir has no IDLE: look for mail the last pass did not see, several times a second.
+
+        Compared with what the pass listed, not with the inbox as the wait finds it, so mail
+        delivered during a pass ends the wait at once instead of after poll_interval.
+        """
         deadline = time.monotonic() + timeout
-        before = self._stamp()
         while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0 or self._stamp() != before:
+            if self._arrived():
                 return
-            stop.wait(min(0.2, left))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stop.wait(min(WATCH_STEP, left))
+
+    def _arrived(self) -> bool:
+        """Whether new/ or cur/ holds a name the last listing did not find (filing ours is no news).
+
+        Unchanged directory change times say so for the price of two stat() calls, except within
+        a tick of the file system's clock: a second delivery in the same tick keeps the time the
+        last look saw, so while the times are that recent the names are compared.
+        """
+        stamp = self._stamp()
+        if stamp == self._looked and time.time_ns() - max(stamp) > CLOCK_TICK_NS:
+            return False
+        try:
+            names = self._names()
+        except OSError:
+            return True   # the next pass says what is wrong (MailboxError)
+        self._looked = stamp
+        return not names <= self._listed
+
+    def _names(self) -> set[str]:
+        names: set[str] = set()
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as it:
+                names.update(e.name for e in it if e.is_file() and not e.name.startswith("."))
+        return names
 
     def _stamp(self) -> tuple[int, int]:
         try:

@@ -5,8 +5,11 @@
      ├── MailboxError           the inbox could not be read or a message not filed
      │    └── MailboxAuthError  the server refused our credentials (retrying will not help)
      └── DeliveryError          an outgoing email was not accepted
-          ├── TemporaryFailure  4xx answers and network errors: retry with backoff
-          └── PermanentFailure  5xx answers: fail the outbox row at once
+          ├── TemporaryFailure  a 4xx answer to one email: retry that email with backoff
+          │    └── SessionFailure  no session at all (connect, TLS, login, token command, 421,
+          │                        a lost connection): every email would fail alike, so the
+          │                        drain stops and the transport backs off; no email is charged
+          └── PermanentFailure  a 5xx answer to one email: fail that outbox row at once
 
 Validation problems are values (parsers.validate.Problem), never exceptions.
 """
@@ -45,8 +48,13 @@ class DeliveryError(SmartacctError):
 
 
 class TemporaryFailure(DeliveryError):
-    """Worth retrying: a 4xx answer, a timeout, a dropped connection."""
+    """Worth retrying: the server answered 4xx to this email."""
+
+
+class SessionFailure(TemporaryFailure):
+    """Worth retrying, but not email by email: the session itself could not be had or was lost."""
 
 
 class PermanentFailure(DeliveryError):
     """Not worth retrying: the server refused the email or a recipient (5xx)."""
+

@@ -19,6 +19,7 @@ from typing import Iterator, Sequence
 
 from daemon.errors import MailboxError
 from daemon.mailbox import Folder, InboxMessage
+from daemon.transport import SessionBackoff
 
 _SUBDIRS = ("tmp", "new", "cur")
 WATCH_STEP = 0.2            # seconds between two looks at the inbox while waiting
@@ -197,6 +198,7 @@ class MaildirTransport:
         self.path = path
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
         ensure_maildir(path)
+        self.backoff = SessionBackoff()
 
     @contextlib.contextmanager
     def session(self) -> Iterator["MaildirTransport"]:

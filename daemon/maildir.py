@@ -8,16 +8,18 @@ Message-ID, so writing it again after a crash replaces it instead of adding a co
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from daemon.errors import MailboxError
+from daemon.errors import MailboxError, SessionFailure, os_reason
 from daemon.mailbox import Folder, InboxMessage
 from daemon.transport import SessionBackoff
 
@@ -48,7 +50,8 @@ class MaildirMailbox:
                 ensure_maildir(folder_path)
                 (folder_path / "maildirfolder").touch(exist_ok=True)
         except OSError as exc:
-            raise MailboxError(f"cannot create Maildir {path}: {exc.strerror}") from exc
+            raise MailboxError(f"cannot create the inbox Maildir {path}: {os_reason(exc, path)} "
+                               "(mailbox.path must name a folder this user can write)") from None
 
     def fetch(self) -> Iterator[InboxMessage]:
         for entry in self._waiting():
@@ -192,12 +195,17 @@ def _read_header(fh: object) -> bytes:
 
 
 class MaildirTransport:
-    """Every outgoing email becomes one file in `path/new/`."""
+    """Every outgoing email becomes one file in `path/new/`.
+
+    The folders are made on the first send, not when the transport is built (the CLI and
+    `config check` build one too). A folder we cannot write is a SessionFailure: every
+    email would fail alike, so the drain stops, the emails stay queued, and it backs off.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
-        ensure_maildir(path)
+        self._made = False
         self.backoff = SessionBackoff()
 
     @contextlib.contextmanager
@@ -208,8 +216,66 @@ class MaildirTransport:
         name = f"{hashlib.sha256(message_id.encode()).hexdigest()[:24]}.{self._host}"
         tmp = self.path / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n".encode()
-        with open(tmp, "wb") as fh:
-            fh.write(envelope + raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path / "new" / name)
+        try:
+            if not self._made:
+                ensure_maildir(self.path)
+                self._made = True
+            with open(tmp, "wb") as fh:
+                fh.write(envelope + raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "new" / name)
+        except OSError as exc:
+            self._made = False                     # made again next time, should it have been removed
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise SessionFailure(f"cannot write to the outbox {self.path}: {os_reason(exc, self.path)} "
+                                 "(smtp.path must name a folder this user can write)") from None
+
+    def check(self) -> None:
+        """For `config check`: raises SessionFailure when the outbox folder cannot be written."""
+        problem = unwritable(self.path)
+        if problem is not None:
+            raise SessionFailure(f"cannot write to the outbox {self.path}: {problem} "
+                                 "(smtp.path must name a folder this user can write)")
+
+
+def check_inbox(path: Path) -> None:
+    """For `config check`: raises MailboxError when the inbox Maildir cannot be used (creates nothing)."""
+    problem = unwritable(path)
+    if problem is not None:
+        raise MailboxError(f"cannot use the inbox Maildir {path}: {problem} "
+                           "(mailbox.path must name a folder this user can write)")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why files cannot be written into the Maildir `path` (made first when missing), or None.
+
+    For `config check`, which creates nothing that stays: it writes a probe file (or makes a
+    probe folder where `path` is still missing) and removes it at once. Only trying tells:
+    root passes every permission check, yet cannot write under /proc or on a read-only mount.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "it is a file, not a folder" if existing == path else f"{existing}: it is a file, not a folder"
+    if existing == path:
+        probe_in = path / "tmp" if (path / "tmp").is_dir() else path
+        try:
+            fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".smartacct-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"no file can be written in {probe_in}: {_refusal(exc)}"
+        return None
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".smartacct-check-"))
+    except OSError as exc:
+        return f"no folder can be made in {existing}: {_refusal(exc)}"
+    return None
+
+
+def _refusal(exc: OSError) -> str:
+    """Why a probe in an existing folder failed; ENOENT there means a file system that makes nothing (/proc)."""
+    return "the file system allows none there" if exc.errno == errno.ENOENT else os_reason(exc, exc.filename)

@@ -1,5 +1,5 @@
-"""The outbox drain against a real SMTP server (aiosmtpd): a failed session stops the drain and
-backs off; answers about one email stay that email's (issue 11, item 8)."""
+"""The outbox drain against a real SMTP server (aiosmtpd) and real Maildirs: a failed session stops
+the drain and backs off; answers about one email stay that email's (issue 11, items 7 and 8)."""
 
 from __future__ import annotations
 
@@ -147,3 +147,23 @@ def test_a_421_ends_the_drain_and_the_email_is_not_charged(
     finally:
         relay.stop()
 
+
+@pytest.mark.parametrize("outbox_path", ["/proc/smartacct-outbox", "{tmp}/a-file/outbox"])
+def test_an_outbox_folder_nobody_can_write_keeps_the_emails_queued(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture, outbox_path: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    path = outbox_path.format(tmp=tmp_path)          # root cannot write there either
+    clock = FixedClock()
+    app = make_app(tmp_path, database_url, {"backend": "maildir", "path": path}, clock=clock)
+    queue(app, 3)
+    result = outbox.drain(app)
+    assert (result.sent, result.retried, result.failed) == (0, 0, 0)
+    assert states() == {"queued": 3}
+    [paused] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert paused.getMessage() == "outbox.paused"
+    error = paused.fields["error"]  # type: ignore[attr-defined]
+    assert f"cannot write to the outbox {path}" in error and "smtp.path must name a folder" in error
+    assert "Errno" not in error and "Error" not in error
+    last_error = OutboxRow.select().order_by(OutboxRow.id).first().last_error
+    assert f"cannot write to the outbox {path}" in last_error
+    app.close()

@@ -2,16 +2,25 @@
 
     SmartacctError
      ├── ConfigError            a bad or unknown config key; the CLI exits with status 2
+     ├── DatabaseError          the database cannot be opened where database.url points
      ├── MailboxError           the inbox could not be read or a message not filed
      │    └── MailboxAuthError  the server refused our credentials (retrying will not help)
      └── DeliveryError          an outgoing email was not accepted
-          ├── TemporaryFailure  4xx answers and network errors: retry with backoff
-          └── PermanentFailure  5xx answers: fail the outbox row at once
+          ├── TemporaryFailure  a 4xx answer to one email: retry that email with backoff
+          │    └── SessionFailure  no session at all (connect, TLS, login, token command, 421,
+          │                        a lost connection, an outbox folder we cannot write): every
+          │                        email would fail alike, so the drain stops and the transport
+          │                        backs off; no email is charged
+          └── PermanentFailure  a 5xx answer to one email: fail that outbox row at once
 
-Validation problems are values (parsers.validate.Problem), never exceptions.
+Validation problems are values (parsers.validate.Problem), never exceptions. OS errors
+become words here (`os_reason`), so no errno text or class name reaches an admin alone.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class SmartacctError(Exception):
@@ -25,6 +34,10 @@ class ConfigError(SmartacctError):
         super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
+
+
+class DatabaseError(SmartacctError):
+    """The database file or its folder cannot be opened or made (not: the server is away for now)."""
 
 
 class MailboxError(SmartacctError):
@@ -45,8 +58,36 @@ class DeliveryError(SmartacctError):
 
 
 class TemporaryFailure(DeliveryError):
-    """Worth retrying: a 4xx answer, a timeout, a dropped connection."""
+    """Worth retrying: the server answered 4xx to this email."""
+
+
+class SessionFailure(TemporaryFailure):
+    """Worth retrying, but not email by email: the session itself could not be had or was lost."""
 
 
 class PermanentFailure(DeliveryError):
     """Not worth retrying: the server refused the email or a recipient (5xx)."""
+
+
+_OS_REASONS = {
+    errno.EACCES: "this user has no permission there",
+    errno.EPERM: "this user has no permission there",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOENT: "it does not exist and cannot be made there",
+    errno.ENOTDIR: "part of the path is a file, not a folder",
+    errno.EEXIST: "it is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.ENAMETOOLONG: "the path is too long",
+    errno.ELOOP: "the path loops through symbolic links",
+}
+
+
+def os_reason(exc: OSError, about: object = None) -> str:
+    """What went wrong with a path, in words: "/proc/x: it does not exist and cannot be made there";
+    the path is left out when it is `about`, which the caller's message names already."""
+    reason = _OS_REASONS.get(exc.errno or 0) or (exc.strerror or str(exc) or "failed").lower()
+    if not exc.filename or (about is not None and os.path.abspath(exc.filename) == os.path.abspath(str(about))):
+        return reason
+    return f"{exc.filename}: {reason}"

@@ -8,24 +8,43 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
+from daemon.errors import DatabaseError, os_reason
 from models.base import database_proxy
 from models.migrations import migrate
 
 
 def open_database(url: str) -> peewee.Database:
-    """The one process-wide setup: every model is bound to the database opened here."""
+    """The one process-wide setup: every model is bound to the database opened here.
+
+    A SQLite file that cannot be opened or made is a DatabaseError naming the path; a
+    PostgreSQL server that does not answer stays peewee's OperationalError, which callers
+    treat as "away for now" and retry.
+    """
     db = _connect(url)
     database_proxy.initialize(db)
-    db.connect(reuse_if_open=True)
+    try:
+        db.connect(reuse_if_open=True)
+    except peewee.OperationalError as exc:
+        if isinstance(db, peewee.SqliteDatabase):
+            raise DatabaseError(f"cannot open the database {db.database}: SQLite says {exc} "
+                                f"({_WHERE})") from None
+        raise
     migrate(db)
     return db
+
+
+_WHERE = "database.url must name a file in a folder this user can write"
 
 
 def _connect(url: str) -> peewee.Database:
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(f"cannot make the folder for the database {path}: {os_reason(exc)} "
+                                    f"({_WHERE})") from None
         # WAL lets `requests list` read while the daemon writes; NORMAL is durable at checkpoints
         # and never corrupts; busy_timeout rides out a CLI write racing the daemon.
         return _SqliteDatabase(path, pragmas={

@@ -334,6 +334,7 @@ class RelayHandler:
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     connections: int = 0
     auth_logins: list[tuple[str, str]] = field(default_factory=list)   # (mechanism, user)
+    auth_attempts: int = 0                                               # AUTH commands, refused ones too
     _next: list[_Refusal] = field(default_factory=list)
     _recipients: dict[str, _Refusal] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -375,6 +376,7 @@ class RelayHandler:
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         """RFC-less but common: base64("user=U\\x01auth=Bearer T\\x01\\x01")."""
+        self.auth_attempts += 1
         if len(args) > 1:                       # ["XOAUTH2", initial response]
             blob = args[1].encode()
         else:
@@ -393,6 +395,7 @@ class RelayHandler:
 
     def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
                      mechanism: str, auth_data: Any) -> AuthResult:
+        self.auth_attempts += 1
         if isinstance(auth_data, LoginPassword):
             user, password = auth_data.login.decode(), auth_data.password.decode()
             if user == self.username and password == self.password:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
+import sqlite3
 from pathlib import Path
+from typing import Any, Iterator
 
+import peewee
 import pytest
 
 from daemon.engine import checks, outbox
 from daemon.app import App, build
 from daemon.clock import FixedClock
 from daemon.config import from_dict
+from models.event import Event
 from models.outbox import OutboxRow
 from models.request import Request
 
@@ -56,3 +62,70 @@ def test_every_due_request_is_handled_once_across_batches(tmp_path: Path, databa
     outbox.drain(app)
     assert len(list((tmp_path / "var" / "outbox" / "new").iterdir())) == count * 4
     app.close()
+
+
+@contextlib.contextmanager
+def database_held(app: App, database_url: str | None, tmp_path: Path) -> Iterator[None]:
+    """Another session holds the write lock (SQLite) or every request row (PostgreSQL), and we do not wait."""
+    if database_url is None:
+        app.db.execute_sql("PRAGMA busy_timeout = 0")
+        other = sqlite3.connect(tmp_path / "var" / "smartacct.db")
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            other.rollback()
+            other.close()
+            app.db.execute_sql("PRAGMA busy_timeout = 30000")
+        return
+    import psycopg
+
+    app.db.execute_sql("SET lock_timeout = '50ms'")
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT id FROM request FOR UPDATE")
+        try:
+            yield
+        finally:
+            conn.rollback()
+    app.db.execute_sql("SET lock_timeout = 0")
+
+
+def failures_logged(caplog: pytest.LogCaptureFixture, ref: str) -> list[dict[str, Any]]:
+    return [getattr(r, "fields", {}) for r in caplog.records
+            if r.getMessage() == "check.failed" and getattr(r, "fields", {}).get("ref") == ref]
+
+
+def test_a_request_that_fails_is_retried_with_backoff_and_the_others_go_on(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="smartacct")
+    app, clock = make_app(tmp_path, database_url)
+    pending_requests(app, 3, clock.now())
+    Request.update(language="xx").where(Request.id == 2).execute()    # no email can be rendered for it
+    interval = app.config.workflow.check_interval
+    clock.advance(8 * DAY)
+    assert checks.run_checks(app) == 2                 # the two healthy ones got their reminder
+    assert checks.run_checks(app) == 0                 # the broken one is not retried in a tight loop
+    bad = Request.get_by_id(2)
+    assert bad.reminders_sent == 0 and bad.due_at == clock.now() + interval
+    [line] = failures_logged(caplog, "SA-000002")
+    assert line["attempt"] == 1 and "unsupported language 'xx'" in line["error"]
+
+    clock.advance(interval)
+    with database_held(app, database_url, tmp_path), pytest.raises(peewee.OperationalError):
+        checks.run_checks(app)                         # the database, not the request: for the loop to back off
+    assert len(failures_logged(caplog, "SA-000002")) == 1
+
+    for attempt, wait in ((2, 2), (3, 4)):             # retried on later passes, the wait doubling
+        clock.advance(Request.get_by_id(2).due_at - clock.now())
+        assert checks.run_checks(app) == 0
+        assert Request.get_by_id(2).due_at == clock.now() + wait * interval
+        assert failures_logged(caplog, "SA-000002")[-1]["attempt"] == attempt
+    assert [e.name for e in Event.select().where(Event.request_id == 2)] == ["check.failed"] * 3
+
+    Request.update(language="en").where(Request.id == 2).execute()    # repaired: never skipped for good
+    clock.advance(Request.get_by_id(2).due_at - clock.now())
+    assert checks.run_checks(app) == 1
+    assert OutboxRow.select().where(OutboxRow.kind == "reminder").count() == 3
+    assert Request.get_by_id(2).reminders_sent == 1
+    app.close()
+

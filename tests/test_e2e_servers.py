@@ -108,13 +108,15 @@ def test_smtp_down_for_a_while_then_back(install: Install, daemon: Daemon, dovec
     smtp_server.stop()
     daemon.start()
     dovecot.deliver(SHARED, request_email(good_fields()).as_bytes())
-    wait_for(lambda: "email.deferred" in install.log(), timeout=10)
+    wait_for(lambda: "outbox.paused" in install.log(), timeout=10)
     assert dovecot.messages(PARTNER) == []
     smtp_server.start()
     dovecot.wait_for(PARTNER, 1, timeout=30)
     time.sleep(1)  # a second copy, if the outbox were to send one, would arrive by now
     assert len(dovecot.messages(PARTNER)) == 1  # caught up, nothing sent twice
-    assert "WARNING email.deferred ref=SA-000001 kind=review" in install.log()
+    log = install.log()
+    assert "WARNING outbox.paused error=\"connection to" in log and "email.deferred" not in log
+    assert "INFO outbox.resumed sent=1" in log
 
 
 def test_a_4xx_is_retried_and_a_5xx_for_the_customer_tells_the_partner(

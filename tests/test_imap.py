@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from imapclient import IMAPClient
 
 from daemon.config import Duration, MailboxConfig, Secret, Size
 from daemon.errors import MailboxAuthError, MailboxError
@@ -357,3 +358,59 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     delays = [backoff_delay(n, rng) for n in range(1, 10)]
     assert 0.5 <= delays[0] <= 1.0 and 1.0 <= delays[1] <= 2.0 and 2.0 <= delays[2] <= 4.0
     assert all(30.0 <= d <= 60.0 for d in delays[6:])
+
+
+@pytest.fixture
+def another_instance_creates_first(dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Another instance's CREATE lands between our existence check and our CREATE (the race of
+    instances starting together), made deterministic: when we find a filing folder missing, a
+    second real session creates it before we get to."""
+    raced: list[str] = []
+    original = IMAPClient.folder_exists
+
+    def folder_exists(client: IMAPClient, folder: str) -> bool:
+        exists = original(client, folder)
+        if not exists and folder != "INBOX":
+            with dovecot.imap_client(USER) as other:
+                other.create_folder(folder)
+            raced.append(folder)
+        return bool(exists)
+
+    monkeypatch.setattr(IMAPClient, "folder_exists", folder_exists)
+    return raced
+
+
+def test_a_folder_another_instance_created_meanwhile_is_fine(
+        dovecot: Dovecot, make_mailbox: Any, another_instance_creates_first: list[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    dovecot.deliver(USER, message(1))
+    box = make_mailbox()
+    (got,) = list(box.fetch())                     # connects: three CREATEs answered ALREADYEXISTS
+    assert another_instance_creates_first == ["Processed", "Rejected", "Quarantine"]
+    assert events(caplog, "imap.reconnecting") == [] and box.reconnects == 0
+    box.file(got.key, Folder.processed)
+    assert len(dovecot.messages(USER, "Processed")) == 1
+
+
+def test_a_deleted_folder_recreated_by_another_instance_meanwhile_is_fine(
+        dovecot: Dovecot, make_mailbox: Any, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    dovecot.deliver(USER, message(1))
+    box = make_mailbox()
+    (got,) = list(box.fetch())
+    with dovecot.imap_client(USER) as admin:
+        admin.delete_folder("Rejected")            # an admin tidies up while the daemon runs
+    original = IMAPClient.folder_exists
+
+    def folder_exists(client: IMAPClient, folder: str) -> bool:
+        exists = original(client, folder)
+        if not exists:                             # ... and another instance re-creates it first
+            with dovecot.imap_client(USER) as other:
+                other.create_folder(folder)
+        return bool(exists)
+
+    monkeypatch.setattr(IMAPClient, "folder_exists", folder_exists)
+    box.file(got.key, Folder.rejected)
+    assert len(dovecot.messages(USER, "Rejected")) == 1
+    assert events(caplog, "imap.reconnecting") == []
+

@@ -2,11 +2,15 @@
 
 `schedule` only wakes this up; what is due comes from durable timestamps and `now`
 (DESIGN §4), so downtime delays a reminder or an expiry but never skips or repeats one.
+A check that fails for one request is rolled back, logged and retried for that request
+later, its `due_at` pushed forward; the others go on (DESIGN §4). Only a database that
+is away stops the pass: that is the loop's to back off from.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import TYPE_CHECKING
 
 import peewee
@@ -14,6 +18,7 @@ import peewee
 from daemon import log
 from daemon.core.decide import decide_due
 from daemon.engine.apply import Applier, ConcurrentChange
+from models.event import Event
 from models.locks import exclusive
 from models.request import Request
 
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
     from daemon.app import App
 
 BATCH = 500
+RETRY_CAP = dt.timedelta(hours=1)   # a broken request is retried at least this often, forever
+FAILED = "check.failed"             # its timeline event and log line
 
 
 def run_checks(app: App) -> int:
@@ -47,6 +54,7 @@ def _run_checks(app: App) -> int:
         for req in batch:
             app.alive()
             after = (req.due_at, req.id)
+            seen = (req.state, req.due_at)   # as read: a failed transition may have changed req in memory
             applier = Applier(app.renderer, now, app.config.workflow)
             try:
                 with app.db.atomic():
@@ -54,8 +62,43 @@ def _run_checks(app: App) -> int:
                     applier.apply(decision)
             except ConcurrentChange:
                 continue  # a reply or another instance moved it first: nothing left to do here
+            except (peewee.OperationalError, peewee.InterfaceError):
+                raise     # the database is away, not this request: the loop backs off
+            except Exception as exc:  # the per-request boundary: rolled back already; log, retry later
+                _postpone(app, req, seen, now, exc)
+                continue
             applier.flush_log()
             acted += bool(decision.events)
     if acted:
         log.event("checks.done", acted=acted)
     return acted
+
+
+def retry_delay(failures: int, interval: dt.timedelta) -> dt.timedelta:
+    """The wait before retrying a request whose check failed `failures` times in a row:
+    the next pass, then doubling, capped so it is never skipped for long."""
+    return min(RETRY_CAP, interval * 2 ** min(max(failures - 1, 0), 20))
+
+
+def _postpone(app: App, req: Request, seen: tuple[str, dt.datetime], now: dt.datetime, exc: Exception) -> None:
+    """Push the failed request's `due_at` forward, note it in its timeline, one ERROR line."""
+    failures = 1 + _failed_in_a_row(req)
+    retry_at = now + retry_delay(failures, app.config.workflow.check_interval)
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    state, due_at = seen
+    with app.db.atomic():
+        moved = (Request.update(due_at=retry_at)
+                 .where((Request.id == req.id) & (Request.state == state) & (Request.due_at == due_at))
+                 .execute())
+        if moved != 1:
+            return  # changed meanwhile (a reply, another instance): its new due_at stands
+        Applier(app.renderer, now, app.config.workflow).event(req, FAILED, attempt=failures, error=error,
+                                                              retry_at=retry_at)
+    log.error(FAILED, ref=req.ref, attempt=failures, retry_at=retry_at, error=error)
+
+
+def _failed_in_a_row(req: Request) -> int:
+    """How many checks of this request failed since the last thing that went right (its timeline)."""
+    latest = (Event.select(Event.name).where(Event.request_id == req.id)
+              .order_by(Event.id.desc()).limit(30))
+    return sum(1 for _ in itertools.takewhile(lambda e: e.name == FAILED, latest))

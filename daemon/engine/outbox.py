@@ -2,6 +2,9 @@
 
 A row's bytes and Message-ID were fixed when it was queued, so a resend after a crash
 is recognisably the same email (DESIGN §4). The retry decision is a pure function.
+An answer to one email (4xx/5xx to MAIL, RCPT or DATA) is that row's; a failed session
+(SessionFailure) is nobody's: the drain stops there, charges no row, logs one line and
+lets the transport back off, so a wrong password costs one login, not one per row.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import peewee
 from daemon import log
 from daemon.core.decide import decide_refused
 from daemon.engine.apply import Applier, ref_of
-from daemon.errors import DeliveryError, PermanentFailure, TemporaryFailure
+from daemon.errors import DeliveryError, PermanentFailure, SessionFailure, TemporaryFailure
 from models.locks import is_postgres
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 BACKOFF_BASE = dt.timedelta(seconds=5)
 BACKOFF_CAP = dt.timedelta(minutes=5)
+GIVE_UP_BATCH = 500     # rows failed for their age after one session failure, at most
 
 
 @dataclass(frozen=True)
@@ -54,15 +58,20 @@ class DrainResult:
 
 
 def drain(app: App) -> DrainResult:
-    """Send every due row over one session; stop early when the server is unreachable.
+    """Send every due row over one session; stop at the first session failure and back off.
 
     Each row is claimed (FOR UPDATE SKIP LOCKED on PostgreSQL) in a transaction that lasts
     until its outcome is written, so two instances never send the same row, and a crash
     rolls the claim back: the row stays queued and goes out again (DESIGN §4, §8).
     """
     result = DrainResult()
+    transport = app.transport
+    if not transport.backoff.ready(app.clock.now()):
+        return result  # backing off after a session failure; next_due() wakes the loop in time
     sender = app.renderer.from_addr
-    with app.transport.session() as session:  # connects on the first send only
+    failure: SessionFailure | None = None
+    answered = False  # the server took or answered at least one email: the session works
+    with transport.session() as session:  # connects on the first send only
         while not app.stop.is_set():
             app.alive()
             with app.db.atomic():  # SQLite: the write lock; PostgreSQL: the row lock below
@@ -71,15 +80,47 @@ def drain(app: App) -> DrainResult:
                     break
                 try:
                     session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
+                except SessionFailure as exc:
+                    # Not this email's fault: it stays queued as it was, with the reason to read.
+                    OutboxRow.update(last_error=str(exc)[:1000]).where(OutboxRow.id == row.id).execute()
+                    failure = exc
+                    break
                 except TemporaryFailure as exc:
                     _temporary(app, row, exc, result)
-                    if exc.code is None:  # network trouble: the next rows would only fail too
-                        break
                 except PermanentFailure as exc:
                     _permanent(app, row, exc, result)
                 else:
                     _sent(app, row, result)
+                answered = True
+    if failure is not None:
+        _session_failed(app, failure, result)
+    elif answered and transport.backoff.succeeded():
+        log.event("outbox.resumed", sent=result.sent)
     return result
+
+
+def _session_failed(app: App, exc: SessionFailure, result: DrainResult) -> None:
+    """One WARNING line for the whole queue, the transport's backoff, and the emails too old to wait."""
+    now = app.clock.now()
+    retry_at = app.transport.backoff.failed(now)
+    waiting = OutboxRow.select().where(OutboxRow.state == OutboxState.queued.value).count()
+    log.warning("outbox.paused", error=str(exc), queued=waiting, attempt=app.transport.backoff.failures,
+                retry_at=retry_at)
+    _give_up_overdue(app, now, exc, result)
+
+
+def _give_up_overdue(app: App, now: dt.datetime, exc: SessionFailure, result: DrainResult) -> None:
+    """Rows queued longer than give_up_after are failed now: with no session they get no answer
+    of their own, yet give_up_after must hold for them too (DESIGN §5)."""
+    give_up_after = app.config.smtp.give_up_after
+    with app.db.atomic():
+        query = (OutboxRow.select()
+                 .where((OutboxRow.state == OutboxState.queued.value) & (OutboxRow.created_at <= now - give_up_after))
+                 .order_by(OutboxRow.id).limit(GIVE_UP_BATCH))
+        if is_postgres(app.db):
+            query = query.for_update(skip_locked=True)  # rows another instance is sending are its own
+        for row in query:
+            _fail(app, row, f"{exc} (still failing after {give_up_after})", result)
 
 
 # Prepared once, not built by the ORM per row: claiming the next row is one probe of the
@@ -145,6 +186,13 @@ def _ref(row: OutboxRow) -> str | None:
 
 
 def next_due(app: App) -> dt.datetime | None:
+    """When the next drain has something to do: the first due row, but not before the backoff ends."""
     row = (OutboxRow.select(OutboxRow.next_try_at).where(OutboxRow.state == OutboxState.queued.value)
            .order_by(OutboxRow.next_try_at).first())
-    return row.next_try_at if row else None
+    if row is None:
+        return None
+    due: dt.datetime = row.next_try_at
+    transport = app.transport_if_open
+    if transport is not None and transport.backoff.until is not None:
+        due = max(due, transport.backoff.until)
+    return due

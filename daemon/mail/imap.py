@@ -176,7 +176,7 @@ class ImapMailbox:
                 # session about those expunges; the retry then skips the UIDs that are gone.
                 self._do("NOOP", lambda c: c.noop())
             elif not self._do("LIST", lambda c: c.folder_exists(target)):
-                self._do("CREATE", lambda c: c.create_folder(target))   # deleted while we ran
+                self._do("CREATE", lambda c: _create_folder(c, target))   # deleted while we ran
             else:
                 raise
             self._file(uids, target)
@@ -413,8 +413,7 @@ class ImapMailbox:
                                    "(mailbox.folder)")
             for name in (cfg.processed_folder, cfg.rejected_folder, cfg.quarantine_folder):
                 if not client.folder_exists(name):
-                    client.create_folder(name)
-                    log.event("imap.folder_created", folder=name)
+                    _create_folder(client, name)
             info: dict[bytes, Any] = client.select_folder(cfg.folder)
             self._caps = frozenset(bytes(c).upper() for c in client.capabilities())
         except _CONNECTION_ERRORS as exc:
@@ -560,6 +559,25 @@ class ImapMailbox:
         except (*_CONNECTION_ERRORS, IMAPClientError) as exc:
             self._lost(exc)
             return False
+
+
+def _create_folder(client: IMAPClient, name: str) -> None:
+    """CREATE that takes "it exists already" as success: instances starting together race to
+    create the filing folders, and the loser's folder exists, which is all we wanted."""
+    try:
+        client.create_folder(name)
+    except IMAPClientError as exc:
+        if not _already_exists(exc):
+            raise
+        log.event("imap.folder_exists", folder=name)
+        return
+    log.event("imap.folder_created", folder=name)
+
+
+def _already_exists(exc: IMAPClientError) -> bool:
+    """The RFC 5530 response code, or the bare text of servers that send none (older Dovecot)."""
+    text = str(exc).lower()
+    return "[alreadyexists]" in text or "mailbox already exists" in text
 
 
 def _has_news(responses: Sequence[Any]) -> bool:

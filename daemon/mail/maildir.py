@@ -8,20 +8,25 @@ Message-ID, so writing it again after a crash replaces it instead of adding a co
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from daemon.errors import MailboxError
+from daemon.errors import MailboxError, SessionFailure, os_reason
 from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
+from daemon.mail.transport import SessionBackoff
 
 _SUBDIRS = ("tmp", "new", "cur")
+WATCH_STEP = 0.2            # seconds between two looks at the inbox while waiting
+CLOCK_TICK_NS = 2 * 10**9   # file systems stamp changes with a coarse clock (1 ms on ext4, 2 s on FAT)
 
 
 def ensure_maildir(path: Path) -> None:
@@ -37,6 +42,8 @@ class MaildirMailbox:
         self.max_message_size = max_message_size
         self._folders = {folder: path / f".{name}" for folder, name in folders.items()}
         self._where: dict[str, Path] = {}
+        self._listed: frozenset[str] = frozenset()     # names the last pass found waiting
+        self._looked: tuple[int, int] | None = None    # the directories' change times at that look
         self.last_contact = time.monotonic()
         try:
             ensure_maildir(path)
@@ -44,7 +51,8 @@ class MaildirMailbox:
                 ensure_maildir(folder_path)
                 (folder_path / "maildirfolder").touch(exist_ok=True)
         except OSError as exc:
-            raise MailboxError(f"cannot create Maildir {path}: {exc.strerror}") from exc
+            raise MailboxError(f"cannot create the inbox Maildir {path}: {os_reason(exc, path)} "
+                               "(mailbox.path must name a folder this user can write)") from None
 
     def fetch(self) -> Iterator[InboxMessage]:
         for entry in self._waiting():
@@ -61,6 +69,7 @@ class MaildirMailbox:
             yield InboxMessage(key=entry.name, raw=raw, size=size, truncated=truncated)
 
     def _waiting(self) -> list[os.DirEntry[str]]:
+        stamp = self._stamp()   # before listing: whatever changes after it shows in wait()
         entries: list[os.DirEntry[str]] = []
         for sub in ("new", "cur"):
             try:
@@ -68,6 +77,8 @@ class MaildirMailbox:
                     entries.extend(e for e in it if e.is_file() and not e.name.startswith("."))
             except OSError as exc:
                 raise MailboxError(f"cannot list {self.path / sub}: {exc.strerror}") from exc
+        self._listed = frozenset(e.name for e in entries)
+        self._looked = stamp
         self.last_contact = time.monotonic()
         arrived = []
         for entry in entries:
@@ -124,14 +135,43 @@ class MaildirMailbox:
         return None
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Maildir has no IDLE: watch the directories' change times, cheaply, several times a second."""
+        """Maildir has no IDLE: look for mail the last pass did not see, several times a second.
+
+        Compared with what the pass listed, not with the inbox as the wait finds it, so mail
+        delivered during a pass ends the wait at once instead of after poll_interval.
+        """
         deadline = time.monotonic() + timeout
-        before = self._stamp()
         while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0 or self._stamp() != before:
+            if self._arrived():
                 return
-            stop.wait(min(0.2, left))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            stop.wait(min(WATCH_STEP, left))
+
+    def _arrived(self) -> bool:
+        """Whether new/ or cur/ holds a name the last listing did not find (filing ours is no news).
+
+        Unchanged directory change times say so for the price of two stat() calls, except within
+        a tick of the file system's clock: a second delivery in the same tick keeps the time the
+        last look saw, so while the times are that recent the names are compared.
+        """
+        stamp = self._stamp()
+        if stamp == self._looked and time.time_ns() - max(stamp) > CLOCK_TICK_NS:
+            return False
+        try:
+            names = self._names()
+        except OSError:
+            return True   # the next pass says what is wrong (MailboxError)
+        self._looked = stamp
+        return not names <= self._listed
+
+    def _names(self) -> set[str]:
+        names: set[str] = set()
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as it:
+                names.update(e.name for e in it if e.is_file() and not e.name.startswith("."))
+        return names
 
     def _stamp(self) -> tuple[int, int]:
         try:
@@ -156,12 +196,18 @@ def _read_header(fh: object) -> bytes:
 
 
 class MaildirTransport:
-    """Every outgoing email becomes one file in `path/new/`."""
+    """Every outgoing email becomes one file in `path/new/`.
+
+    The folders are made on the first send, not when the transport is built (the CLI and
+    `config check` build one too). A folder we cannot write is a SessionFailure: every
+    email would fail alike, so the drain stops, the emails stay queued, and it backs off.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._host = socket.gethostname().replace("/", "_").replace(":", "_")
-        ensure_maildir(path)
+        self._made = False
+        self.backoff = SessionBackoff()
 
     @contextlib.contextmanager
     def session(self) -> Iterator["MaildirTransport"]:
@@ -171,8 +217,66 @@ class MaildirTransport:
         name = f"{hashlib.sha256(message_id.encode()).hexdigest()[:24]}.{self._host}"
         tmp = self.path / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n".encode()
-        with open(tmp, "wb") as fh:
-            fh.write(envelope + raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path / "new" / name)
+        try:
+            if not self._made:
+                ensure_maildir(self.path)
+                self._made = True
+            with open(tmp, "wb") as fh:
+                fh.write(envelope + raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "new" / name)
+        except OSError as exc:
+            self._made = False                     # made again next time, should it have been removed
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise SessionFailure(f"cannot write to the outbox {self.path}: {os_reason(exc, self.path)} "
+                                 "(smtp.path must name a folder this user can write)") from None
+
+    def check(self) -> None:
+        """For `config check`: raises SessionFailure when the outbox folder cannot be written."""
+        problem = unwritable(self.path)
+        if problem is not None:
+            raise SessionFailure(f"cannot write to the outbox {self.path}: {problem} "
+                                 "(smtp.path must name a folder this user can write)")
+
+
+def check_inbox(path: Path) -> None:
+    """For `config check`: raises MailboxError when the inbox Maildir cannot be used (creates nothing)."""
+    problem = unwritable(path)
+    if problem is not None:
+        raise MailboxError(f"cannot use the inbox Maildir {path}: {problem} "
+                           "(mailbox.path must name a folder this user can write)")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why files cannot be written into the Maildir `path` (made first when missing), or None.
+
+    For `config check`, which creates nothing that stays: it writes a probe file (or makes a
+    probe folder where `path` is still missing) and removes it at once. Only trying tells:
+    root passes every permission check, yet cannot write under /proc or on a read-only mount.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "it is a file, not a folder" if existing == path else f"{existing}: it is a file, not a folder"
+    if existing == path:
+        probe_in = path / "tmp" if (path / "tmp").is_dir() else path
+        try:
+            fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".smartacct-check-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            return f"no file can be written in {probe_in}: {_refusal(exc)}"
+        return None
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".smartacct-check-"))
+    except OSError as exc:
+        return f"no folder can be made in {existing}: {_refusal(exc)}"
+    return None
+
+
+def _refusal(exc: OSError) -> str:
+    """Why a probe in an existing folder failed; ENOENT there means a file system that makes nothing (/proc)."""
+    return "the file system allows none there" if exc.errno == errno.ENOENT else os_reason(exc, exc.filename)

@@ -1,9 +1,11 @@
 """The SMTP transport (DESIGN §5, backend "smtp"): smtplib over TLS, STARTTLS or plain.
 
 One connection per outbox drain, opened on the first send and reused (STYLE §4.1).
-Every smtplib and socket error is translated here: 4xx answers and network trouble
-become TemporaryFailure (retry with backoff), 5xx answers PermanentFailure; both
-carry the server's answer text, never a password or token.
+Every smtplib and socket error is translated here: what concerns the session (connect,
+TLS, login, the token command, a 421, a lost connection) becomes SessionFailure, so the
+drain stops at once instead of failing every queued email alike; a 4xx answer to one
+email becomes TemporaryFailure, a 5xx PermanentFailure. Each carries the server's
+answer text, never a password or token.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Callable, Iterator, NoReturn, Sequence
 
 from daemon import log
 from daemon.config import SmtpConfig
-from daemon.errors import PermanentFailure, TemporaryFailure
+from daemon.errors import PermanentFailure, SessionFailure, TemporaryFailure
 from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
+from daemon.mail.transport import SessionBackoff
 
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0     # servers may scan a message for a while before answering DATA
@@ -43,6 +46,7 @@ class SmtpTransport:
         self._ssl_context = ssl_context
         self.oauth2_failed_at: float | None = None   # time.monotonic() of the last token command failure
         self._local_hostname = local_hostname
+        self.backoff = SessionBackoff()
 
     @contextlib.contextmanager
     def session(self) -> Iterator[SmtpSession]:
@@ -68,22 +72,22 @@ class SmtpTransport:
         try:
             conn = self._connect(context)
         except ssl.SSLCertVerificationError as exc:
-            raise TemporaryFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
+            raise SessionFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
         except ssl.SSLError as exc:
-            raise TemporaryFailure(f"TLS handshake with {where} failed ({exc.reason}): "
+            raise SessionFailure(f"TLS handshake with {where} failed ({exc.reason}): "
                                    "does this port speak TLS? (smtp.security, smtp.port)") from None
         except ConnectionRefusedError:
-            raise TemporaryFailure(f"connection to {where} refused: wrong host or port? (smtp.port)") from None
+            raise SessionFailure(f"connection to {where} refused: wrong host or port? (smtp.port)") from None
         except socket.gaierror as exc:
-            raise TemporaryFailure(f"cannot resolve {cfg.host}: {exc.strerror} (smtp.host)") from None
+            raise SessionFailure(f"cannot resolve {cfg.host}: {exc.strerror} (smtp.host)") from None
         except TimeoutError:
-            raise TemporaryFailure(f"no answer from {where} within {self._connect_timeout:g}s: "
+            raise SessionFailure(f"no answer from {where} within {self._connect_timeout:g}s: "
                                    "wrong host or port, a firewall, or TLS expected? (smtp.security)") from None
         except smtplib.SMTPConnectError as exc:
-            raise TemporaryFailure(f"{where} refused the connection: {_answer(exc.smtp_code, exc.smtp_error)}",
+            raise SessionFailure(f"{where} refused the connection: {_answer(exc.smtp_code, exc.smtp_error)}",
                                    code=exc.smtp_code) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise TemporaryFailure(f"cannot talk to {where}: {exc}") from None
+            raise SessionFailure(f"cannot talk to {where}: {exc}") from None
         try:
             conn.sock.settimeout(self._read_timeout)
             if cfg.security == "starttls":
@@ -116,17 +120,17 @@ class SmtpTransport:
             conn.starttls(context=context)
             conn.ehlo()
         except smtplib.SMTPNotSupportedError:
-            raise TemporaryFailure(f"{where} does not offer STARTTLS: use security = \"ssl\" or \"none\" "
+            raise SessionFailure(f"{where} does not offer STARTTLS: use security = \"ssl\" or \"none\" "
                                    "(smtp.security)") from None
         except ssl.SSLCertVerificationError as exc:
-            raise TemporaryFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
+            raise SessionFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
         except ssl.SSLError as exc:
-            raise TemporaryFailure(f"STARTTLS with {where} failed: {exc.reason}") from None
+            raise SessionFailure(f"STARTTLS with {where} failed: {exc.reason}") from None
         except smtplib.SMTPResponseException as exc:
-            raise TemporaryFailure(f"{where} refused STARTTLS: {_answer(exc.smtp_code, exc.smtp_error)}",
+            raise SessionFailure(f"{where} refused STARTTLS: {_answer(exc.smtp_code, exc.smtp_error)}",
                                    code=exc.smtp_code) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise TemporaryFailure(f"connection to {where} lost during STARTTLS: {exc}") from None
+            raise SessionFailure(f"connection to {where} lost during STARTTLS: {exc}") from None
 
     def _login(self, conn: smtplib.SMTP) -> None:
         """AUTH with the password, or XOAUTH2 with the token command's output.
@@ -141,27 +145,27 @@ class SmtpTransport:
                     token = token_from_command(cfg.oauth2_token_command)
                 except TokenCommandError as exc:
                     self.oauth2_failed_at = time.monotonic()
-                    raise TemporaryFailure(str(exc)) from None
+                    raise SessionFailure(str(exc)) from None
                 sasl = xoauth2_string(cfg.username, token)
                 # A failed XOAUTH2 gets a 334 with an error document; answer it empty (RFC 7628 style).
                 conn.auth("XOAUTH2", lambda challenge=None: sasl if challenge is None else "")
             else:
-                conn.login(cfg.username, cfg.password or "")
+                _login_once(conn, cfg.username, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
             how = "XOAUTH2 access token" if cfg.oauth2_token_command else "password"
-            raise TemporaryFailure(f"{where} refused the login as {cfg.username}: wrong username or {how}? "
+            raise SessionFailure(f"{where} refused the login as {cfg.username}: wrong username or {how}? "
                                    f"(server said: {_answer(exc.smtp_code, exc.smtp_error)})",
                                    code=exc.smtp_code) from None
         except smtplib.SMTPNotSupportedError:
-            raise TemporaryFailure(f"{where} offers no AUTH on this connection: is STARTTLS needed? "
+            raise SessionFailure(f"{where} offers no AUTH on this connection: is STARTTLS needed? "
                                    "(smtp.security)") from None
         except smtplib.SMTPException as exc:
             if isinstance(exc, smtplib.SMTPResponseException):
-                raise TemporaryFailure(f"{where} refused the login as {cfg.username}: "
+                raise SessionFailure(f"{where} refused the login as {cfg.username}: "
                                        f"{_answer(exc.smtp_code, exc.smtp_error)}", code=exc.smtp_code) from None
-            raise TemporaryFailure(f"login as {cfg.username} on {where} failed: {exc}") from None
+            raise SessionFailure(f"login as {cfg.username} on {where} failed: {exc}") from None
         except OSError as exc:
-            raise TemporaryFailure(f"connection to {where} lost during login: {exc}") from None
+            raise SessionFailure(f"connection to {where} lost during login: {exc}") from None
 
 
 class SmtpSession:
@@ -184,7 +188,7 @@ class SmtpSession:
                 self._transaction(raw, sender, recipients)
             except _Stale as exc:
                 self._drop()
-                raise TemporaryFailure(f"connection to {self._transport.where} lost: {exc.__cause__}") from None
+                raise SessionFailure(f"connection to {self._transport.where} lost: {exc.__cause__}") from None
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -241,9 +245,9 @@ class SmtpSession:
         """Reset the transaction so the connection stays usable, and raise by the code's class."""
         message = f"{self._transport.where} answered {_answer(code, text)} to {what}"
         if code == 421 or code < 0:
-            self._drop()                        # the server is closing the connection
-        else:
-            self._rset()
+            self._drop()                        # the server is closing the connection: not this email's fault
+            raise SessionFailure(message, code=code, recipient=recipient)
+        self._rset()
         if 500 <= code <= 599:
             raise PermanentFailure(message, code=code, recipient=recipient)
         raise TemporaryFailure(message, code=code, recipient=recipient)
@@ -251,7 +255,7 @@ class SmtpSession:
     def _network(self, exc: BaseException, what: str) -> NoReturn:
         self._drop()
         kind = "timed out" if isinstance(exc, TimeoutError) else "lost"
-        raise TemporaryFailure(f"connection to {self._transport.where} {kind} during {what}: {exc}") from None
+        raise SessionFailure(f"connection to {self._transport.where} {kind} during {what}: {exc}") from None
 
     def _rset(self) -> None:
         if self._conn is None:
@@ -260,6 +264,24 @@ class SmtpSession:
             self._conn.rset()
         except (smtplib.SMTPException, OSError):
             self._drop()
+
+
+# smtplib's preference: the mechanism that keeps the password off the wire first.
+_MECHANISMS = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+
+def _login_once(conn: smtplib.SMTP, user: str, password: str) -> None:
+    """One AUTH with the best mechanism both sides know. smtplib's login() tries each in turn,
+    so a wrong password is refused two or three times per connection (and locked out sooner)."""
+    conn.ehlo_or_helo_if_needed()
+    if not conn.has_extn("auth"):
+        raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+    offered = conn.esmtp_features["auth"].upper().split()
+    mechanism = next((m for m in _MECHANISMS if m in offered), None)
+    if mechanism is None:
+        raise smtplib.SMTPException(f"none of the offered AUTH mechanisms is known here: {' '.join(offered)}")
+    conn.user, conn.password = user, password     # what smtplib's auth_* objects read (documented)
+    conn.auth(mechanism, getattr(conn, "auth_" + mechanism.lower().replace("-", "_")))
 
 
 class _Stale(Exception):

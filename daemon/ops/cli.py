@@ -17,7 +17,7 @@ from daemon import config as config_mod
 from daemon import log
 from daemon.app import App, build
 from daemon.clock import OffsetClock, SystemClock
-from daemon.errors import ConfigError, SmartacctError
+from daemon.errors import ConfigError, SmartacctError, os_reason
 from daemon.ops.sdnotify import Notifier
 
 EXIT_CONFIG = 2
@@ -31,7 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"smartacct: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
+    try:
+        log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
+    except OSError as exc:
+        print(f"smartacct: cannot write the log file {cfg.logging.file}: {os_reason(exc, cfg.logging.file)} "
+              "(logging.file must name a file this user can write)", file=sys.stderr)
+        return 1
     try:
         return int(args.func(cfg, args) or 0)
     except ConfigError as exc:
@@ -177,12 +182,19 @@ def cmd_template(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 def cmd_config_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     """The file has loaded (or we would not be here); now try each connection."""
     from daemon.app import make_mailbox, make_transport
+    from daemon.mail.maildir import check_inbox
     from models.db import open_database
+
+    def mailbox() -> None:
+        if cfg.mailbox.backend == "maildir":
+            check_inbox(cfg.mailbox.path)   # building the mailbox would create its folders
+        else:
+            _check(make_mailbox(cfg))
 
     ok = True
     checks: list[tuple[str, Any]] = [
         ("database", lambda: open_database(cfg.database.url).close()),
-        (f"mailbox ({cfg.mailbox.backend})", lambda: _check(make_mailbox(cfg))),
+        (f"mailbox ({cfg.mailbox.backend})", mailbox),
         (f"smtp ({cfg.smtp.backend})", lambda: _check(make_transport(cfg))),
     ]
     for name, attempt in checks:
@@ -191,6 +203,12 @@ def cmd_config_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
         except SmartacctError as exc:
             ok = False
             print(f"{name}: FAILED: {exc}")
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            ok = False
+            print(f"{name}: FAILED: the database is busy or unreachable: {exc}")
+        except OSError as exc:
+            ok = False
+            print(f"{name}: FAILED: {os_reason(exc)}")
         except Exception as exc:  # config check reports anything, in plain words, and goes on
             ok = False
             print(f"{name}: FAILED: {type(exc).__name__}: {exc}")

@@ -1,0 +1,169 @@
+"""The outbox drain against a real SMTP server (aiosmtpd) and real Maildirs: a failed session stops
+the drain and backs off; answers about one email stay that email's (issue 11, items 7 and 8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from daemon.engine import outbox
+from daemon.app import App, build
+from daemon.clock import FixedClock
+from daemon.config import from_dict
+from models.outbox import OutboxRow, OutboxState
+from servers import SmtpRelay
+
+SENDER = "smart-accounts@example.com"
+
+
+@pytest.fixture
+def auth_relay() -> Iterator[SmtpRelay]:
+    relay = SmtpRelay(None, auth_required=True)
+    relay.start()
+    try:
+        yield relay
+    finally:
+        relay.stop()
+
+
+def make_app(tmp_path: Path, database_url: str | None, smtp: dict[str, Any], password: str = "",
+             clock: FixedClock | None = None) -> App:
+    data: dict[str, Any] = {"smtp": smtp}
+    if database_url:
+        data["database"] = {"url": database_url}
+    cfg = from_dict(data, base=tmp_path, environ={"SMTP_PASSWORD": password})
+    return build(cfg, clock=clock or FixedClock())
+
+
+def relay_config(relay: SmtpRelay) -> dict[str, Any]:
+    return {"backend": "smtp", "host": relay.host, "port": relay.port, "security": "none",
+            "username": relay.username, "password_env": "SMTP_PASSWORD"}
+
+
+def queue(app: App, count: int) -> None:
+    now = app.clock.now()
+    rows = [dict(kind="review", recipient=f"p{n}@partner.example", message_id=f"m{n}@example.com",
+                 raw=f"Subject: review {n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\nhello\r\n".encode(),
+                 state=OutboxState.queued.value, created_at=now, next_try_at=now)
+            for n in range(count)]
+    OutboxRow.insert_many(rows).execute()
+
+
+def states() -> dict[str, int]:
+    found: dict[str, int] = {}
+    for row in OutboxRow.select():
+        found[row.state] = found.get(row.state, 0) + 1
+    return found
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int | None = None) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "smartacct" and (level is None or r.levelno == level)]
+
+
+@pytest.fixture(autouse=True)
+def info_events(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="smartacct")
+
+
+def test_a_wrong_password_costs_one_login_not_one_per_email(
+        tmp_path: Path, database_url: str | None, auth_relay: SmtpRelay, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FixedClock()
+    app = make_app(tmp_path, database_url, relay_config(auth_relay), password="hunter2", clock=clock)
+    queue(app, 20)
+    result = outbox.drain(app)
+    assert (auth_relay.connections, auth_relay.handler.auth_attempts) == (1, 1)
+    assert (result.sent, result.retried, result.failed) == (0, 0, 0)
+    assert states() == {"queued": 20}
+    assert {row.attempts for row in OutboxRow.select()} == {0}       # no email is to blame
+    assert lines(caplog, logging.WARNING) == ["outbox.paused"]
+    paused = next(r for r in caplog.records if r.getMessage() == "outbox.paused").fields  # type: ignore[attr-defined]
+    assert "refused the login as relay-user" in paused["error"] and paused["queued"] == 20
+    assert "hunter2" not in caplog.text
+
+    retry_at = app.transport.backoff.until
+    assert retry_at is not None and dt.timedelta(seconds=2.5) <= retry_at - clock.now() <= dt.timedelta(seconds=5)
+    assert outbox.next_due(app) == retry_at            # the loop sleeps until then, no tight loop
+    outbox.drain(app)
+    assert auth_relay.connections == 1                 # backing off: not even a connection
+    clock.advance(retry_at - clock.now())
+    outbox.drain(app)
+    assert (auth_relay.connections, auth_relay.handler.auth_attempts) == (2, 2)
+    assert lines(caplog, logging.WARNING) == ["outbox.paused"] * 2
+    assert dt.timedelta(seconds=5) <= app.transport.backoff.until - clock.now() <= dt.timedelta(seconds=10)
+    app.close()
+
+    # The admin fixes the password and restarts the daemon: every email goes out, over one session.
+    fixed = make_app(tmp_path, database_url, relay_config(auth_relay), password=auth_relay.password, clock=clock)
+    assert outbox.drain(fixed).sent == 20
+    assert len(auth_relay.received) == 20 and auth_relay.connections == 3
+    assert states() == {"sent": 20}
+    fixed.close()
+
+
+def test_give_up_after_still_fails_emails_no_session_could_take(
+        tmp_path: Path, database_url: str | None, auth_relay: SmtpRelay, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FixedClock()
+    app = make_app(tmp_path, database_url, relay_config(auth_relay), password="hunter2", clock=clock)
+    queue(app, 5)
+    clock.advance(dt.timedelta(days=1))
+    queue_later = dict(kind="welcome", recipient="c@customer.example", message_id="late@example.com",
+                       raw=b"Subject: late\r\n\r\nhello\r\n", state="queued", created_at=clock.now(),
+                       next_try_at=clock.now())
+    OutboxRow.insert(queue_later).execute()
+    clock.advance(dt.timedelta(days=1, minutes=1))     # the first five are older than give_up_after (2d)
+    outbox.drain(app)
+    assert auth_relay.connections == 1
+    assert states() == {"failed": 5, "queued": 1}
+    failed = [r for r in caplog.records if r.getMessage() == "email.failed"]
+    assert len(failed) == 5 and "still failing after 2 days" in failed[0].fields["error"]  # type: ignore[attr-defined]
+    app.close()
+
+
+def test_a_421_ends_the_drain_and_the_email_is_not_charged(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    relay = SmtpRelay(None)
+    relay.start()
+    try:
+        relay.fail_next(421, "4.3.2 shutting down", count=None)
+        clock = FixedClock()
+        app = make_app(tmp_path, database_url, {"backend": "smtp", "host": relay.host, "port": relay.port,
+                                                "security": "none"}, clock=clock)
+        queue(app, 10)
+        outbox.drain(app)
+        assert relay.connections == 1 and relay.received == []
+        assert states() == {"queued": 10} and {row.attempts for row in OutboxRow.select()} == {0}
+        assert lines(caplog, logging.WARNING) == ["outbox.paused"]
+        relay.clear()
+        clock.advance(app.transport.backoff.until - clock.now())
+        assert outbox.drain(app).sent == 10
+        assert relay.connections == 2
+        assert "outbox.resumed" in lines(caplog)
+        app.close()
+    finally:
+        relay.stop()
+
+
+@pytest.mark.parametrize("outbox_path", ["/proc/smartacct-outbox", "{tmp}/a-file/outbox"])
+def test_an_outbox_folder_nobody_can_write_keeps_the_emails_queued(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture, outbox_path: str) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    path = outbox_path.format(tmp=tmp_path)          # root cannot write there either
+    clock = FixedClock()
+    app = make_app(tmp_path, database_url, {"backend": "maildir", "path": path}, clock=clock)
+    queue(app, 3)
+    result = outbox.drain(app)
+    assert (result.sent, result.retried, result.failed) == (0, 0, 0)
+    assert states() == {"queued": 3}
+    [paused] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert paused.getMessage() == "outbox.paused"
+    error = paused.fields["error"]  # type: ignore[attr-defined]
+    assert f"cannot write to the outbox {path}" in error and "smtp.path must name a folder" in error
+    assert "Errno" not in error and "Error" not in error
+    last_error = OutboxRow.select().order_by(OutboxRow.id).first().last_error
+    assert f"cannot write to the outbox {path}" in last_error
+    app.close()

@@ -21,14 +21,19 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import ClassVar
 
 
 class SmartacctError(Exception):
-    """Base of every error smartacct raises on purpose."""
+    """Base of every error smartacct raises on purpose; the CLI exits with its `exit_code`."""
+
+    exit_code: ClassVar[int] = 1
 
 
 class ConfigError(SmartacctError):
     """A config value is missing, unknown or malformed; `key` names it (DESIGN §6)."""
+
+    exit_code = 2
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"{key}: {problem}")

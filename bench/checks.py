@@ -102,7 +102,7 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     header("Scheduled checks: one pass over many requests (SQLite)", sizes=args.sizes, repeat=args.repeat)
-    from daemon.engine import checks
+
     from models.request import Request
 
     results = []
@@ -125,7 +125,7 @@ def main() -> int:
             for _ in range(args.repeat):
                 with sql:
                     started = time.perf_counter()
-                    acted = checks.run_checks(app)
+                    acted = app.checks.run()
                     idle.append(time.perf_counter() - started)
                 assert acted == 0, acted
             for text, plan in sql.explain(lambda q: '"request"' in q and q.lstrip().startswith("SELECT")):
@@ -136,7 +136,7 @@ def main() -> int:
             due_sql = SqlRecorder(app.db)
             with due_sql:
                 started = time.perf_counter()
-                acted = checks.run_checks(app)
+                acted = app.checks.run()
                 busy = time.perf_counter() - started
             if acted != expected:
                 raise RuntimeError(f"{acted} requests acted on, expected {expected}")

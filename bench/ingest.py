@@ -171,7 +171,7 @@ def _sql_pass(bench: Bench, dovecot: Any, relay: Any, n: int) -> tuple[list[Any]
     before = relay.received()
     try:
         with SqlRecorder(app.db) as sql:
-            loop.run(app, once=True)
+            app.loop.run(once=True)
     finally:
         app.close()
     note(verify_ingest(Pass(inst, Finished(0, 0, 0)), dovecot, user, relay, n, before))

@@ -3,7 +3,7 @@
 An App is built in-process (daemon.app.build) on SQLite with the smtp backend pointing at
 an SMTP relay that runs in a process of its own. N review emails are queued the way the
 daemon queues them (a Request row, then Effects.send: rendered once, stored with its
-Message-ID). Timed: daemon.engine.outbox.drain(app) sending them all. Baseline in the same run:
+Message-ID). Timed: Outbox.drain() sending them all. Baseline in the same run:
 smtplib sending the same N stored messages over one connection to the same relay. Both
 are measured against a relay that only accepts (sink: what smartacct itself costs; the
 figure the target is about) and one that delivers every message into Dovecot over LMTP
@@ -92,9 +92,9 @@ def drain(app: Any, n: int, sql: SqlRecorder | None = None) -> float:
     started = time.perf_counter()
     if sql is not None:
         with sql:
-            result = outbox.drain(app)
+            result = app.outbox.drain()
     else:
-        result = outbox.drain(app)
+        result = app.outbox.drain()
     seconds = time.perf_counter() - started
     if result.sent != n:
         raise RuntimeError(f"drain sent {result.sent} of {n} (retried {result.retried}, failed {result.failed})")

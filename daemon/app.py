@@ -7,13 +7,20 @@ import secrets
 import socket
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import peewee
 
 from daemon.clock import Clock, SystemClock
 from daemon.config import Config
-from daemon.engine.isolate import MESSAGE_BUDGET
+from daemon.engine.apply import Store
+from daemon.engine.attempts import Attempts
+from daemon.engine.checks import Checks
+from daemon.engine.ingest import Ingest
+from daemon.engine.isolate import MESSAGE_BUDGET, Isolation
+from daemon.engine.loop import Loop
+from daemon.engine.outbox import Outbox
 from daemon.mail.mailbox import Mailbox
 from models.message import Folder
 from daemon.ops.metrics import Metrics
@@ -64,16 +71,46 @@ class App:
         self.metrics.tick()
         self.notifier.alive()
 
+    # --- the services, each given what it uses ------------------------------------------------
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.db, self.clock, self.renderer, self.config.workflow)
+
+    @cached_property
+    def ingest(self) -> Ingest:
+        return Ingest(self.store, self.config.mailbox.max_message_size, self.metrics)
+
+    @cached_property
+    def attempts(self) -> Attempts:
+        return Attempts(self.store, self.ingest, Isolation(self.config, self.clock, self.budget), self.instance,
+                        self.budget, self.config.mailbox.max_attempts, self.metrics)
+
+    @cached_property
+    def checks(self) -> Checks:
+        return Checks(self.store, self.metrics, self.alive, self.stop)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store, self.transport, self.config.smtp.give_up_after, self.metrics, self.alive, self.stop)
+
+    @cached_property
+    def loop(self) -> Loop:
+        return Loop(self.mailbox, self.attempts, self.checks, self.outbox, self.db, self.clock, self.notifier,
+                    self.alive, self.stop, self.config.workflow.check_interval.total_seconds(),
+                    self.config.mailbox.poll_interval.total_seconds())
+
     def close(self) -> None:
         if self._mailbox is not None:
             self._mailbox.close()
         self.db.close()
 
 
-def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None) -> App:
+def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
+          budget: float = MESSAGE_BUDGET) -> App:
     db = open_database(config.database.url)
     return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address),
-               notifier=notifier or Notifier({}))
+               notifier=notifier or Notifier({}), budget=budget)
 
 
 def instance_id() -> str:

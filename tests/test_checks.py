@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import peewee
 import pytest
 
-from daemon.engine import checks, outbox
+from daemon.engine import checks
 from daemon.app import App, build
 from daemon.clock import FixedClock
 from daemon.config import from_dict
@@ -48,18 +48,18 @@ def test_every_due_request_is_handled_once_across_batches(tmp_path: Path, databa
     app, clock = make_app(tmp_path, database_url)
     count = checks.BATCH * 2 + 7  # same due_at for all: paging must not skip or repeat
     pending_requests(app, count, clock.now())
-    assert checks.run_checks(app) == 0
+    assert app.checks.run() == 0
     clock.advance(8 * DAY)
-    assert checks.run_checks(app) == count
-    assert checks.run_checks(app) == 0
+    assert app.checks.run() == count
+    assert app.checks.run() == 0
     assert OutboxRow.select().where(OutboxRow.kind == "reminder").count() == count
     clock.advance(23 * DAY)  # day 31: the second reminder
-    assert checks.run_checks(app) == count
+    assert app.checks.run() == count
     clock.advance(60 * DAY)  # day 91: expired
-    assert checks.run_checks(app) == count
+    assert app.checks.run() == count
     assert Request.select().where(Request.state == "expired").count() == count
-    assert checks.run_checks(app) == 0
-    outbox.drain(app)
+    assert app.checks.run() == 0
+    app.outbox.drain()
     assert len(list((tmp_path / "var" / "outbox" / "new").iterdir())) == count * 4
     app.close()
 
@@ -103,8 +103,8 @@ def test_a_request_that_fails_is_retried_with_backoff_and_the_others_go_on(
     Request.update(language="xx").where(Request.id == 2).execute()    # no email can be rendered for it
     interval = app.config.workflow.check_interval
     clock.advance(8 * DAY)
-    assert checks.run_checks(app) == 2                 # the two healthy ones got their reminder
-    assert checks.run_checks(app) == 0                 # the broken one is not retried in a tight loop
+    assert app.checks.run() == 2                 # the two healthy ones got their reminder
+    assert app.checks.run() == 0                 # the broken one is not retried in a tight loop
     bad = Request.get_by_id(2)
     assert bad.reminders_sent == 0 and bad.due_at == clock.now() + interval
     [line] = failures_logged(caplog, "SA-000002")
@@ -112,19 +112,19 @@ def test_a_request_that_fails_is_retried_with_backoff_and_the_others_go_on(
 
     clock.advance(interval)
     with database_held(app, database_url, tmp_path), pytest.raises(peewee.OperationalError):
-        checks.run_checks(app)                         # the database, not the request: for the loop to back off
+        app.checks.run()                         # the database, not the request: for the loop to back off
     assert len(failures_logged(caplog, "SA-000002")) == 1
 
     for attempt, wait in ((2, 2), (3, 4)):             # retried on later passes, the wait doubling
         clock.advance(Request.get_by_id(2).due_at - clock.now())
-        assert checks.run_checks(app) == 0
+        assert app.checks.run() == 0
         assert Request.get_by_id(2).due_at == clock.now() + wait * interval
         assert failures_logged(caplog, "SA-000002")[-1]["attempt"] == attempt
     assert [e.name for e in Event.select().where(Event.request_id == 2)] == ["check.failed"] * 3
 
     Request.update(language="en").where(Request.id == 2).execute()    # repaired: never skipped for good
     clock.advance(Request.get_by_id(2).due_at - clock.now())
-    assert checks.run_checks(app) == 1
+    assert app.checks.run() == 1
     assert OutboxRow.select().where(OutboxRow.kind == "reminder").count() == 3
     assert Request.get_by_id(2).reminders_sent == 1
     app.close()

@@ -75,7 +75,7 @@ def test_a_wrong_password_costs_one_login_not_one_per_email(
     clock = FixedClock()
     app = make_app(tmp_path, database_url, relay_config(auth_relay), password="hunter2", clock=clock)
     queue(app, 20)
-    result = outbox.drain(app)
+    result = app.outbox.drain()
     assert (auth_relay.connections, auth_relay.handler.auth_attempts) == (1, 1)
     assert (result.sent, result.retried, result.failed) == (0, 0, 0)
     assert states() == {"queued": 20}
@@ -87,11 +87,11 @@ def test_a_wrong_password_costs_one_login_not_one_per_email(
 
     retry_at = app.transport.backoff.until
     assert retry_at is not None and dt.timedelta(seconds=2.5) <= retry_at - clock.now() <= dt.timedelta(seconds=5)
-    assert outbox.next_due(app) == retry_at            # the loop sleeps until then, no tight loop
-    outbox.drain(app)
+    assert app.outbox.next_due() == retry_at            # the loop sleeps until then, no tight loop
+    app.outbox.drain()
     assert auth_relay.connections == 1                 # backing off: not even a connection
     clock.advance(retry_at - clock.now())
-    outbox.drain(app)
+    app.outbox.drain()
     assert (auth_relay.connections, auth_relay.handler.auth_attempts) == (2, 2)
     assert lines(caplog, logging.WARNING) == ["outbox.paused"] * 2
     assert dt.timedelta(seconds=5) <= app.transport.backoff.until - clock.now() <= dt.timedelta(seconds=10)
@@ -99,7 +99,7 @@ def test_a_wrong_password_costs_one_login_not_one_per_email(
 
     # The admin fixes the password and restarts the daemon: every email goes out, over one session.
     fixed = make_app(tmp_path, database_url, relay_config(auth_relay), password=auth_relay.password, clock=clock)
-    assert outbox.drain(fixed).sent == 20
+    assert fixed.outbox.drain().sent == 20
     assert len(auth_relay.received) == 20 and auth_relay.connections == 3
     assert states() == {"sent": 20}
     fixed.close()
@@ -116,7 +116,7 @@ def test_give_up_after_still_fails_emails_no_session_could_take(
                        next_try_at=clock.now())
     OutboxRow.insert(queue_later).execute()
     clock.advance(dt.timedelta(days=1, minutes=1))     # the first five are older than give_up_after (2d)
-    outbox.drain(app)
+    app.outbox.drain()
     assert auth_relay.connections == 1
     assert states() == {"failed": 5, "queued": 1}
     failed = [r for r in caplog.records if r.getMessage() == "email.failed"]
@@ -134,13 +134,13 @@ def test_a_421_ends_the_drain_and_the_email_is_not_charged(
         app = make_app(tmp_path, database_url, {"backend": "smtp", "host": relay.host, "port": relay.port,
                                                 "security": "none"}, clock=clock)
         queue(app, 10)
-        outbox.drain(app)
+        app.outbox.drain()
         assert relay.connections == 1 and relay.received == []
         assert states() == {"queued": 10} and {row.attempts for row in OutboxRow.select()} == {0}
         assert lines(caplog, logging.WARNING) == ["outbox.paused"]
         relay.clear()
         clock.advance(app.transport.backoff.until - clock.now())
-        assert outbox.drain(app).sent == 10
+        assert app.outbox.drain().sent == 10
         assert relay.connections == 2
         assert "outbox.resumed" in lines(caplog)
         app.close()
@@ -156,7 +156,7 @@ def test_an_outbox_folder_nobody_can_write_keeps_the_emails_queued(
     clock = FixedClock()
     app = make_app(tmp_path, database_url, {"backend": "maildir", "path": path}, clock=clock)
     queue(app, 3)
-    result = outbox.drain(app)
+    result = app.outbox.drain()
     assert (result.sent, result.retried, result.failed) == (0, 0, 0)
     assert states() == {"queued": 3}
     [paused] = [r for r in caplog.records if r.levelno >= logging.WARNING]

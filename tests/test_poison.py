@@ -16,7 +16,6 @@ from pathlib import Path
 
 from daemon import config as config_mod
 from daemon import log
-from daemon.engine import loop
 from daemon.app import build
 from daemon.clock import FixedClock
 from e2e import SMARTACCT, Install, good_fields, request_email, wait_for
@@ -30,10 +29,9 @@ def in_process(install: Install, budget: float) -> None:
     """One `run --once` in this process, so the test can give messages a tiny CPU budget."""
     cfg = config_mod.load(install.config)
     log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
-    app = build(cfg, clock=FixedClock())
-    app.budget = budget
+    app = build(cfg, clock=FixedClock(), budget=budget)
     try:
-        loop.run(app, once=True)
+        app.loop.run(once=True)
     finally:
         app.close()
 

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon import config as config_mod
-from daemon.engine import attempts, ingest, loop, outbox
+
 from daemon.app import App, build
 from daemon.clock import FixedClock
 from daemon.mail.mailbox import InboxMessage
@@ -96,7 +96,7 @@ def handle(app: App, raw: bytes, key: str | None = None) -> Folder:
     per-message boundary (daemon.engine.attempts) would catch one, but every one is a bug."""
     item = InboxMessage(key or f"msg{next(_counter)}", raw, len(raw))
     try:
-        folder = ingest.handle(app, item, attempts.begin(app, item).raw_hash)
+        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash)
     except Exception as exc:  # the assertion below names the input; pytest shows the traceback
         raise AssertionError(
             f"BUG: ingest.handle raised {type(exc).__name__}: {exc} on input {raw[:600]!r}"
@@ -212,7 +212,7 @@ def test_any_bytes_give_a_folder_and_only_well_formed_mail(any_app: App, raw: by
     for row in rows:
         assert row.recipient.lower() != OUR_ADDRESS, "we wrote to ourselves"
         check_outgoing(bytes(row.raw))
-    outbox.drain(app)
+    app.outbox.drain()
 
 
 # --- 2. form values ----------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_form_values_never_reach_the_header(
     for name in sorted(which):
         fields[name] = data.draw(_value, label=name)
     submit(any_app, fields, exact=exact)
-    outbox.drain(any_app)
+    any_app.outbox.drain()
 
 
 PAYLOADS = ["{{ 7*7 }}", "{% raw %}", "<script>alert(1)</script>", "{{ request.partner_email }}", "{# x #}"]
@@ -428,7 +428,7 @@ def test_a_message_over_the_size_limit_is_read_as_header_only(
     try:
         (item,) = list(mailbox.fetch())
         before = last_row_id()
-        folder = ingest.handle(app, item, attempts.begin(app, item).raw_hash)
+        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -513,7 +513,7 @@ def test_one_bad_message_never_stops_the_inbox(
     good = {k: v.replace("{n}", "9") for k, v in _base_fields().items()}
     (inbox / "new" / "2.good").write_bytes(request_raw(good, "pat@partner.example", next(_counter), exact=False))
     try:
-        loop.ingest_waiting(any_app)
+        any_app.loop.ingest_waiting()
     except Exception as exc:
         raise AssertionError(
             f"BUG: {poison}: loop.ingest_waiting raised {type(exc).__name__}: {exc}; the daemon exits "

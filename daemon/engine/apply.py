@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from daemon import log
+from daemon.clock import Clock
 from daemon.config import WorkflowConfig
 from daemon.core.decide import Decision, Log
 from daemon.core.guard import ANSWER_KINDS, answer_suppressed
@@ -35,6 +36,28 @@ DAY = dt.timedelta(days=1)
 
 class ConcurrentChange(Exception):
     """The request changed under us (another instance, a reply, the CLI): roll back and retry."""
+
+
+@dataclass(frozen=True)
+class Store:
+    """What writing decisions down takes: the database, the one clock, the renderer and the rules.
+    Every engine service that changes requests holds one."""
+
+    db: peewee.Database
+    clock: Clock
+    renderer: Renderer
+    workflow: WorkflowConfig
+
+    def applier(self, answering: ParsedMessage | None = None, now: dt.datetime | None = None) -> Applier:
+        return Applier(self.renderer, now or self.clock.now(), self.workflow, answering=answering)
+
+    def apply(self, decision: Decision) -> Request | None:
+        """One decision in a transaction of its own, its log lines written after the commit."""
+        applier = self.applier()
+        with self.db.atomic():
+            req = applier.apply(decision)
+        applier.flush_log()
+        return req
 
 
 @dataclass

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 import peewee
 
 from daemon import log
-from daemon.engine import ingest, isolate
-from daemon.engine.apply import ConcurrentChange
+from daemon.engine import isolate
+from daemon.engine.ingest import Ingest, idempotency_key
+from daemon.engine.isolate import Isolation
+from daemon.engine.apply import ConcurrentChange, Store
 from daemon.errors import MailboxError
 from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
@@ -29,7 +31,7 @@ from models.message import IncomingMessage, Outcome
 from parsers.message import ParsedMessage, parse_message
 
 if TYPE_CHECKING:
-    from daemon.app import App
+    from daemon.ops.metrics import Metrics
 
 RACE_RETRIES = 5            # a race that does not resolve after this many tries is not a race
 HEAD_LIMIT = 262_144        # bytes of header read to describe a quarantined message
@@ -56,122 +58,129 @@ class Tried:
     error: str = ""
 
 
-def process(app: App, item: InboxMessage, held: list[str] | None = None) -> Folder | None:
-    """The folder to file `item` in, or None to leave it in the inbox (another instance holds it,
-    or it raced too often this pass).
+@dataclass(frozen=True)
+class Attempts:
+    """The per-message boundary: what a message's failures cost it, and where it is handled."""
 
-    The message's lock is released on return, unless `held` is given and there is a folder:
-    then the caller releases it once the message is filed, so no other instance can take and
-    file it in between (DESIGN §8)."""
-    lock = "message:" + item.key
-    if not try_lock(app.db, lock):
-        log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
-        return None
-    folder = None
-    try:
-        folder = _process(app, item)
-        return folder
-    finally:
-        if held is not None and folder is not None:
-            held.append(lock)
-        else:
-            unlock(app.db, lock)
+    store: Store
+    ingest: Ingest
+    isolation: Isolation
+    instance: str             # this process, as it appears in an attempt's holder
+    budget: float             # CPU seconds per message, in process
+    max_attempts: int
+    metrics: Metrics
 
+    def process(self, item: InboxMessage, held: list[str] | None = None) -> Folder | None:
+        """The folder to file `item` in, or None to leave it in the inbox (another instance holds
+        it, or it raced too often this pass).
 
-def _process(app: App, item: InboxMessage) -> Folder | None:
-    claim = begin(app, item)
-    races = 0
-    while True:
-        tried = _attempt(app, item, claim)
-        if tried.folder is not None:
-            return tried.folder
-        if tried.race:
-            races += 1
-            if races < RACE_RETRIES:
-                continue
-        failures = _charge(app, claim, tried.error)
-        if failures is None:
-            continue   # its row is gone: its effects were committed after all, the next try says where
-        if failures >= app.config.mailbox.max_attempts:
-            return _quarantine(app, item, claim, failures, tried.error)
-        log.warning("message.failed", key=item.key, attempts=failures, error=tried.error)
-        app.metrics.handled(Outcome.failed.value)
-        claim = replace(claim, failures=failures)
+        The message's lock is released on return, unless `held` is given and there is a folder:
+        then the caller releases it once the message is filed, so no other instance can take
+        and file it in between (DESIGN §8)."""
+        db = self.store.db
+        lock = "message:" + item.key
+        if not try_lock(db, lock):
+            log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+            return None
+        folder = None
+        try:
+            folder = self._process(item)
+            return folder
+        finally:
+            if held is not None and folder is not None:
+                held.append(lock)
+            else:
+                unlock(db, lock)
+
+    def _process(self, item: InboxMessage) -> Folder | None:
+        claim = self.begin(item)
         races = 0
+        while True:
+            tried = self._attempt(item, claim)
+            if tried.folder is not None:
+                return tried.folder
+            if tried.race:
+                races += 1
+                if races < RACE_RETRIES:
+                    continue
+            failures = self._charge(claim, tried.error)
+            if failures is None:
+                continue   # its row is gone: its effects were committed after all, the next try says where
+            if failures >= self.max_attempts:
+                return self._quarantine(item, claim, failures, tried.error)
+            log.warning("message.failed", key=item.key, attempts=failures, error=tried.error)
+            self.metrics.handled(Outcome.failed.value)
+            claim = replace(claim, failures=failures)
+            races = 0
 
+    def _attempt(self, item: InboxMessage, claim: Claim) -> Tried:
+        if claim.suspect:
+            log.event("message.isolated", key=item.key, failures=claim.failures, interrupted=claim.interrupted)
+            child = self.isolation.run(item, claim.raw_hash)
+            if child.result == "unavailable":
+                raise peewee.OperationalError(child.error)   # the database, not the message: the loop backs off
+            if child.result == "done" and child.folder:
+                return Tried(Folder(child.folder))
+            return Tried(race=child.result == "race", error=child.error or "")
+        try:
+            with isolate.budget(self.budget):
+                return Tried(self.ingest.handle(item, claim.raw_hash))
+        except ConcurrentChange as exc:
+            return Tried(race=True, error=str(exc))
+        except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
+            raise   # the world is broken, not the message
+        except isolate.MessageTimeout as exc:
+            return Tried(error=str(exc))
+        except Exception as exc:  # the per-message boundary: rolled back already; charged by the caller
+            return Tried(error=f"{type(exc).__name__}: {exc}")
 
-def _attempt(app: App, item: InboxMessage, claim: Claim) -> Tried:
-    if claim.suspect:
-        log.event("message.isolated", key=item.key, failures=claim.failures, interrupted=claim.interrupted)
-        child = isolate.run_in_child(app, item, claim.raw_hash)
-        if child.result == "unavailable":
-            raise peewee.OperationalError(child.error)   # the database, not the message: the loop backs off
-        if child.result == "done" and child.folder:
-            return Tried(Folder(child.folder))
-        return Tried(race=child.result == "race", error=child.error or "")
-    try:
-        with isolate.budget(app.budget):
-            return Tried(ingest.handle(app, item, claim.raw_hash))
-    except ConcurrentChange as exc:
-        return Tried(race=True, error=str(exc))
-    except (MailboxError, peewee.OperationalError, peewee.InterfaceError):
-        raise   # the world is broken, not the message
-    except isolate.MessageTimeout as exc:
-        return Tried(error=str(exc))
-    except Exception as exc:  # the per-message boundary: rolled back already; charged by the caller
-        return Tried(error=f"{type(exc).__name__}: {exc}")
+    def begin(self, item: InboxMessage) -> Claim:
+        """Say that this process holds the message, before a byte of it is parsed (DESIGN §4)."""
+        raw_hash = hashlib.sha256(item.raw).hexdigest()
+        now = self.store.clock.now()
+        me = self.instance
+        died_holding = Attempt.holder.is_null(False) & (Attempt.holder != me)
+        with self.store.db.atomic():
+            [row] = (Attempt
+                     .insert(raw_hash=raw_hash, mailbox_key=item.key, holder=me, held_since=now, first_seen=now)
+                     .on_conflict(conflict_target=[Attempt.raw_hash],
+                                  update={Attempt.holder: me, Attempt.held_since: now, Attempt.mailbox_key: item.key,
+                                          Attempt.interrupted: Attempt.interrupted
+                                          + peewee.Case(None, [(died_holding, 1)], 0)})
+                     .returning(Attempt.failures, Attempt.interrupted)
+                     .execute())
+        return Claim(raw_hash, row.failures, row.interrupted)
 
+    def _charge(self, claim: Claim, error: str) -> int | None:
+        """Count a failure of the message's own handling; None when its row is gone (it was handled)."""
+        with self.store.db.atomic():
+            rows = list(Attempt
+                        .update(failures=Attempt.failures + 1, holder=None, held_since=None, last_error=error[:1000])
+                        .where(Attempt.raw_hash == claim.raw_hash)
+                        .returning(Attempt.failures)
+                        .execute())
+        return rows[0].failures if rows else None
 
-def begin(app: App, item: InboxMessage) -> Claim:
-    """Say that this process holds the message, before a byte of it is parsed (DESIGN §4)."""
-    raw_hash = hashlib.sha256(item.raw).hexdigest()
-    now = app.clock.now()
-    died_holding = Attempt.holder.is_null(False) & (Attempt.holder != app.instance)
-    with app.db.atomic():
-        [row] = (Attempt
-                 .insert(raw_hash=raw_hash, mailbox_key=item.key, holder=app.instance, held_since=now,
-                         first_seen=now)
-                 .on_conflict(conflict_target=[Attempt.raw_hash],
-                              update={Attempt.holder: app.instance, Attempt.held_since: now,
-                                      Attempt.mailbox_key: item.key,
-                                      Attempt.interrupted: Attempt.interrupted
-                                      + peewee.Case(None, [(died_holding, 1)], 0)})
-                 .returning(Attempt.failures, Attempt.interrupted)
-                 .execute())
-    return Claim(raw_hash, row.failures, row.interrupted)
-
-
-def _charge(app: App, claim: Claim, error: str) -> int | None:
-    """Count a failure of the message's own handling; None when its row is gone (it was handled)."""
-    with app.db.atomic():
-        rows = list(Attempt
-                    .update(failures=Attempt.failures + 1, holder=None, held_since=None, last_error=error[:1000])
-                    .where(Attempt.raw_hash == claim.raw_hash)
-                    .returning(Attempt.failures)
-                    .execute())
-    return rows[0].failures if rows else None
-
-
-def _quarantine(app: App, item: InboxMessage, claim: Claim, failures: int, error: str) -> Folder:
-    """Record it for `quarantine list`, from its header only: the body is what failed."""
-    head = _describe(item.raw)
-    key = ingest.idempotency_key(head) if head.message_id else "sha256:" + claim.raw_hash
-    now = app.clock.now()
-    values = {"handled_at": now, "outcome": Outcome.quarantined.value, "folder": Folder.quarantine.value,
-              "attempts": failures, "last_error": error[:1000], "mailbox_key": item.key}
-    with app.db.atomic():
-        (IncomingMessage
-         .insert(key=key, message_id=head.message_id, sender=(head.sender or "")[:320] or None,
-                 subject=head.subject[:1000], size=item.size, received_at=now, **values)
-         .on_conflict(conflict_target=[IncomingMessage.key],
-                      update={getattr(IncomingMessage, k): v for k, v in values.items()},
-                      where=IncomingMessage.handled_at.is_null())
-         .execute())
-        Attempt.delete().where(Attempt.raw_hash == claim.raw_hash).execute()
-    log.error("message.quarantined", key=item.key, message_id=head.message_id, sender=head.sender,
-              attempts=failures, error=error)
-    app.metrics.handled(Outcome.quarantined.value)
-    return Folder.quarantine
+    def _quarantine(self, item: InboxMessage, claim: Claim, failures: int, error: str) -> Folder:
+        """Record it for `quarantine list`, from its header only: the body is what failed."""
+        head = _describe(item.raw)
+        key = idempotency_key(head) if head.message_id else "sha256:" + claim.raw_hash
+        now = self.store.clock.now()
+        values = {"handled_at": now, "outcome": Outcome.quarantined.value, "folder": Folder.quarantine.value,
+                  "attempts": failures, "last_error": error[:1000], "mailbox_key": item.key}
+        with self.store.db.atomic():
+            (IncomingMessage
+             .insert(key=key, message_id=head.message_id, sender=(head.sender or "")[:320] or None,
+                     subject=head.subject[:1000], size=item.size, received_at=now, **values)
+             .on_conflict(conflict_target=[IncomingMessage.key],
+                          update={getattr(IncomingMessage, k): v for k, v in values.items()},
+                          where=IncomingMessage.handled_at.is_null())
+             .execute())
+            Attempt.delete().where(Attempt.raw_hash == claim.raw_hash).execute()
+        log.error("message.quarantined", key=item.key, message_id=head.message_id, sender=head.sender,
+                  attempts=failures, error=error)
+        self.metrics.handled(Outcome.quarantined.value)
+        return Folder.quarantine
 
 
 def _describe(raw: bytes) -> ParsedMessage:

@@ -11,67 +11,78 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from typing import TYPE_CHECKING
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import peewee
 
 from daemon import log
 from daemon.core.decide import decide_due
-from daemon.engine.apply import Applier, ConcurrentChange
+from daemon.engine.apply import ConcurrentChange, Store
 from models.event import Event
 from models.locks import exclusive
 from models.request import Request
 
 if TYPE_CHECKING:
-    from daemon.app import App
+    from daemon.ops.metrics import Metrics
 
 BATCH = 500
 RETRY_CAP = dt.timedelta(hours=1)   # a broken request is retried at least this often, forever
 FAILED = "check.failed"             # its timeline event and log line
 
 
-def run_checks(app: App) -> int:
-    """One pass over everything due at this moment; returns how many requests were acted on."""
-    with exclusive(app.db, "scheduled-checks") as mine:
-        if not mine:
-            return 0  # another instance is running this pass right now (DESIGN §8)
-        with app.metrics.check_duration.time():
-            return _run_checks(app)
+@dataclass(frozen=True)
+class Checks:
+    """The scheduled checks over the database; `alive` shows the loop's life per request."""
 
+    store: Store
+    metrics: Metrics
+    alive: Callable[[], None]
+    stop: threading.Event
 
-def _run_checks(app: App) -> int:
-    now = app.clock.now()
-    acted = 0
-    after: tuple[dt.datetime, int] | None = None  # keyset paging on the partial index request_due
-    while not app.stop.is_set():
-        query = Request.select().where(Request.due_at.is_null(False) & (Request.due_at <= now))
-        if after is not None:
-            due_at = Request._meta.fields["due_at"].db_value(after[0])  # a row value is not converted for us
-            query = query.where(peewee.Tuple(Request.due_at, Request.id) > peewee.Tuple(due_at, after[1]))
-        batch = list(query.order_by(Request.due_at, Request.id).limit(BATCH))
-        if not batch:
-            break
-        for req in batch:
-            app.alive()
-            after = (req.due_at, req.id)
-            seen = (req.state, req.due_at)   # as read: a failed transition may have changed req in memory
-            applier = Applier(app.renderer, now, app.config.workflow)
-            try:
-                with app.db.atomic():
-                    decision = decide_due(req, now, app.config.workflow)
-                    applier.apply(decision)
-            except ConcurrentChange:
-                continue  # a reply or another instance moved it first: nothing left to do here
-            except (peewee.OperationalError, peewee.InterfaceError):
-                raise     # the database is away, not this request: the loop backs off
-            except Exception as exc:  # the per-request boundary: rolled back already; log, retry later
-                _postpone(app, req, seen, now, exc)
-                continue
-            applier.flush_log()
-            acted += bool(decision.events)
-    if acted:
-        log.event("checks.done", acted=acted)
-    return acted
+    def run(self) -> int:
+        """One pass over everything due at this moment; returns how many requests were acted on."""
+        with exclusive(self.store.db, "scheduled-checks") as mine:
+            if not mine:
+                return 0  # another instance is running this pass right now (DESIGN §8)
+            with self.metrics.check_duration.time():
+                return self._run()
+
+    def _run(self) -> int:
+        store = self.store
+        now = store.clock.now()
+        acted = 0
+        after: tuple[dt.datetime, int] | None = None  # keyset paging on the partial index request_due
+        while not self.stop.is_set():
+            query = Request.select().where(Request.due_at.is_null(False) & (Request.due_at <= now))
+            if after is not None:
+                due_at = Request._meta.fields["due_at"].db_value(after[0])  # a row value is not converted for us
+                query = query.where(peewee.Tuple(Request.due_at, Request.id) > peewee.Tuple(due_at, after[1]))
+            batch = list(query.order_by(Request.due_at, Request.id).limit(BATCH))
+            if not batch:
+                break
+            for req in batch:
+                self.alive()
+                after = (req.due_at, req.id)
+                seen = (req.state, req.due_at)   # as read: a failed transition may have changed req in memory
+                applier = store.applier(now=now)
+                try:
+                    with store.db.atomic():
+                        decision = decide_due(req, now, store.workflow)
+                        applier.apply(decision)
+                except ConcurrentChange:
+                    continue  # a reply or another instance moved it first: nothing left to do here
+                except (peewee.OperationalError, peewee.InterfaceError):
+                    raise     # the database is away, not this request: the loop backs off
+                except Exception as exc:  # the per-request boundary: rolled back already; log, retry later
+                    _postpone(store, req, seen, now, exc)
+                    continue
+                applier.flush_log()
+                acted += bool(decision.events)
+        if acted:
+            log.event("checks.done", acted=acted)
+        return acted
 
 
 def retry_delay(failures: int, interval: dt.timedelta) -> dt.timedelta:
@@ -80,20 +91,19 @@ def retry_delay(failures: int, interval: dt.timedelta) -> dt.timedelta:
     return min(RETRY_CAP, interval * 2 ** min(max(failures - 1, 0), 20))
 
 
-def _postpone(app: App, req: Request, seen: tuple[str, dt.datetime], now: dt.datetime, exc: Exception) -> None:
+def _postpone(store: Store, req: Request, seen: tuple[str, dt.datetime], now: dt.datetime, exc: Exception) -> None:
     """Push the failed request's `due_at` forward, note it in its timeline, one ERROR line."""
     failures = 1 + _failed_in_a_row(req)
-    retry_at = now + retry_delay(failures, app.config.workflow.check_interval)
+    retry_at = now + retry_delay(failures, store.workflow.check_interval)
     error = f"{type(exc).__name__}: {exc}"[:500]
     state, due_at = seen
-    with app.db.atomic():
+    with store.db.atomic():
         moved = (Request.update(due_at=retry_at)
                  .where((Request.id == req.id) & (Request.state == state) & (Request.due_at == due_at))
                  .execute())
         if moved != 1:
             return  # changed meanwhile (a reply, another instance): its new due_at stands
-        Applier(app.renderer, now, app.config.workflow).event(req, FAILED, attempt=failures, error=error,
-                                                              retry_at=retry_at)
+        store.applier(now=now).event(req, FAILED, attempt=failures, error=error, retry_at=retry_at)
     log.error(FAILED, ref=req.ref, attempt=failures, retry_at=retry_at, error=error)
 
 

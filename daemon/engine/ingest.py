@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from daemon import log
 from daemon.core.decide import BouncedFact, Decision, Facts, TokenFact, decide, status_ref
-from daemon.engine.apply import Applier, ConcurrentChange
+from daemon.engine.apply import ConcurrentChange, Store
 from daemon.mail.mailbox import InboxMessage
 from models.attempt import Attempt
 from models.message import Folder, IncomingMessage
@@ -28,7 +29,7 @@ from parsers.ref import parse_ref
 from parsers.validate import form_domain
 
 if TYPE_CHECKING:
-    from daemon.app import App
+    from daemon.ops.metrics import Metrics
 
 MAX_MESSAGE_ID = 300    # longer Message-IDs are keyed by their hash
 
@@ -41,35 +42,45 @@ def idempotency_key(msg: ParsedMessage) -> str:
     return "sha256:" + msg.content_hash
 
 
-def handle(app: App, item: InboxMessage, raw_hash: str) -> Folder:
-    """Everything one message causes, committed at once; returns the folder to file it in.
-    Raises on failure: daemon.engine.attempts decides what that costs the message."""
-    msg = parse_message(item.raw)
-    key = idempotency_key(msg)
-    now = app.clock.now()
-    seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
-    if seen is not None and seen.handled_at is not None:
-        Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
-        log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
-        app.metrics.handled("duplicate")
-        return Folder(seen.folder)
-    wf = app.config.workflow
-    intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=app.renderer.from_addr)
-    applier = Applier(app.renderer, now, wf, answering=msg)
-    with app.db.atomic():
-        ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
-                      .returning(Attempt.failures, Attempt.first_seen).execute())
-        if not ledger:
-            raise ConcurrentChange(f"message {item.key} was handled meanwhile")
-        facts = load_facts(intent, msg, item, app.config.mailbox.max_message_size)
-        decision = decide(intent, facts, now, wf)
-        req = applier.apply(decision)
-        _record(msg, item, key, decision, req, now, attempts=ledger[0].failures + 1, first_seen=ledger[0].first_seen)
-    applier.flush_log()
-    assert decision.outcome is not None and decision.folder is not None
-    log.event("message.handled", key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
-    app.metrics.handled(decision.outcome.value)
-    return decision.folder
+@dataclass(frozen=True)
+class Ingest:
+    """The data path for one message, from bytes to a commit."""
+
+    store: Store
+    max_message_size: int
+    metrics: Metrics
+
+    def handle(self, item: InboxMessage, raw_hash: str) -> Folder:
+        """Everything one message causes, committed at once; returns the folder to file it in.
+        Raises on failure: daemon.engine.attempts decides what that costs the message."""
+        store = self.store
+        msg = parse_message(item.raw)
+        key = idempotency_key(msg)
+        now = store.clock.now()
+        seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
+        if seen is not None and seen.handled_at is not None:
+            Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
+            log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
+            self.metrics.handled("duplicate")
+            return Folder(seen.folder)
+        intent = cl.classify(msg, partner_domains=store.workflow.partner_domains,
+                             own_address=store.renderer.from_addr)
+        applier = store.applier(answering=msg, now=now)
+        with store.db.atomic():
+            ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
+                          .returning(Attempt.failures, Attempt.first_seen).execute())
+            if not ledger:
+                raise ConcurrentChange(f"message {item.key} was handled meanwhile")
+            facts = load_facts(intent, msg, item, self.max_message_size)
+            decision = decide(intent, facts, now, store.workflow)
+            req = applier.apply(decision)
+            _record(msg, item, key, decision, req, now, attempts=ledger[0].failures + 1,
+                    first_seen=ledger[0].first_seen)
+        applier.flush_log()
+        assert decision.outcome is not None and decision.folder is not None
+        log.event("message.handled", key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
+        self.metrics.handled(decision.outcome.value)
+        return decision.folder
 
 
 def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_size: int) -> Facts:

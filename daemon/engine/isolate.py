@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Iterator
 import peewee
 
 if TYPE_CHECKING:
-    from daemon.app import App
+    from daemon.clock import Clock
     from daemon.config import Config
     from daemon.mail.mailbox import InboxMessage
 
@@ -95,23 +95,31 @@ class ChildResult:
     error: str | None = None
 
 
-def run_in_child(app: App, item: InboxMessage, raw_hash: str) -> ChildResult:
-    """Handle one message in `python -m daemon.engine.isolate`; a child that dies is the message's failure."""
-    job = pickle.dumps(Job(app.config, app.clock.now(), item, raw_hash, app.budget))
-    wall = WALL_FACTOR * (app.budget + CHILD_STARTUP)
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.engine.isolate"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, close_fds=True)
-    try:
-        out, _ = proc.communicate(job, timeout=wall)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return ChildResult("failed", error=f"took longer than {wall:g}s (killed)")
-    lines = out.decode("utf-8", "replace").strip().splitlines()
-    if proc.returncode == 0 and lines:
-        data = json.loads(lines[-1])
-        return ChildResult(data["result"], data.get("folder"), data.get("error"))
-    return ChildResult("failed", error=_death(proc.returncode))
+@dataclass(frozen=True)
+class Isolation:
+    """Runs one message's handling in `python -m daemon.engine.isolate`, with the parent's
+    config and clock; a child that dies is the message's failure."""
+
+    config: Config
+    clock: Clock
+    budget: float
+
+    def run(self, item: InboxMessage, raw_hash: str) -> ChildResult:
+        job = pickle.dumps(Job(self.config, self.clock.now(), item, raw_hash, self.budget))
+        wall = WALL_FACTOR * (self.budget + CHILD_STARTUP)
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.engine.isolate"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, close_fds=True)
+        try:
+            out, _ = proc.communicate(job, timeout=wall)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            return ChildResult("failed", error=f"took longer than {wall:g}s (killed)")
+        lines = out.decode("utf-8", "replace").strip().splitlines()
+        if proc.returncode == 0 and lines:
+            data = json.loads(lines[-1])
+            return ChildResult(data["result"], data.get("folder"), data.get("error"))
+        return ChildResult("failed", error=_death(proc.returncode))
 
 
 def _death(returncode: int) -> str:
@@ -138,7 +146,6 @@ def _child() -> int:
     _limit(resource.RLIMIT_AS, CHILD_MEMORY)        # MemoryError instead of the host's OOM killer
 
     from daemon import log
-    from daemon.engine import ingest
     from daemon.app import build
     from daemon.clock import FixedClock
     from daemon.engine.apply import ConcurrentChange
@@ -146,10 +153,9 @@ def _child() -> int:
     cfg = job.config
     log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
     app = build(cfg, clock=FixedClock(job.now))
-    app.budget = job.budget
     try:
         with budget(job.budget):
-            folder = ingest.handle(app, job.item, job.raw_hash)
+            folder = app.ingest.handle(job.item, job.raw_hash)
         answer = {"result": "done", "folder": folder.value}
     except ConcurrentChange as exc:
         answer = {"result": "race", "error": str(exc)}

@@ -10,21 +10,23 @@ lets the transport back off, so a wrong password costs one login, not one per ro
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import peewee
 
 from daemon import log
 from daemon.core.decide import decide_refused
-from daemon.engine.apply import Applier, ref_of
+from daemon.engine.apply import Store, ref_of
 from daemon.errors import DeliveryError, PermanentFailure, SessionFailure, TemporaryFailure
 from models.locks import is_postgres
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
 
 if TYPE_CHECKING:
-    from daemon.app import App
+    from daemon.mail.transport import Transport
+    from daemon.ops.metrics import Metrics
 
 BACKOFF_BASE = dt.timedelta(seconds=5)
 BACKOFF_CAP = dt.timedelta(minutes=5)
@@ -57,142 +59,137 @@ class DrainResult:
     failed: int = 0
 
 
-def drain(app: App) -> DrainResult:
-    """Send every due row over one session; stop at the first session failure and back off.
+@dataclass(frozen=True)
+class Outbox:
+    """Sends what the decisions queued, over one transport session per drain."""
 
-    Each row is claimed (FOR UPDATE SKIP LOCKED on PostgreSQL) in a transaction that lasts
-    until its outcome is written, so two instances never send the same row, and a crash
-    rolls the claim back: the row stays queued and goes out again (DESIGN §4, §8).
-    """
-    result = DrainResult()
-    transport = app.transport
-    if not transport.backoff.ready(app.clock.now()):
-        return result  # backing off after a session failure; next_due() wakes the loop in time
-    sender = app.renderer.from_addr
-    failure: SessionFailure | None = None
-    answered = False  # the server took or answered at least one email: the session works
-    with transport.session() as session:  # connects on the first send only
-        while not app.stop.is_set():
-            app.alive()
-            with app.db.atomic():  # SQLite: the write lock; PostgreSQL: the row lock below
-                row = _claim_next(app)
-                if row is None:
-                    break
-                try:
-                    session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
-                except SessionFailure as exc:
-                    # Not this email's fault: it stays queued as it was, with the reason to read.
-                    OutboxRow.update(last_error=str(exc)[:1000]).where(OutboxRow.id == row.id).execute()
-                    failure = exc
-                    break
-                except TemporaryFailure as exc:
-                    _temporary(app, row, exc, result)
-                except PermanentFailure as exc:
-                    _permanent(app, row, exc, result)
-                else:
-                    _sent(app, row, result)
-                answered = True
-    if failure is not None:
-        _session_failed(app, failure, result)
-    elif answered and transport.backoff.succeeded():
-        log.event("outbox.resumed", sent=result.sent)
-    return result
+    store: Store
+    transport: Transport
+    give_up_after: dt.timedelta
+    metrics: Metrics
+    alive: Callable[[], None]
+    stop: threading.Event
 
+    def drain(self) -> DrainResult:
+        """Send every due row over one session; stop at the first session failure and back off.
 
-def _session_failed(app: App, exc: SessionFailure, result: DrainResult) -> None:
-    """One WARNING line for the whole queue, the transport's backoff, and the emails too old to wait."""
-    now = app.clock.now()
-    retry_at = app.transport.backoff.failed(now)
-    waiting = OutboxRow.select().where(OutboxRow.state == OutboxState.queued.value).count()
-    log.warning("outbox.paused", error=str(exc), queued=waiting, attempt=app.transport.backoff.failures,
-                retry_at=retry_at)
-    _give_up_overdue(app, now, exc, result)
+        Each row is claimed (FOR UPDATE SKIP LOCKED on PostgreSQL) in a transaction that lasts
+        until its outcome is written, so two instances never send the same row, and a crash
+        rolls the claim back: the row stays queued and goes out again (DESIGN §4, §8).
+        """
+        result = DrainResult()
+        transport, db = self.transport, self.store.db
+        if not transport.backoff.ready(self.store.clock.now()):
+            return result  # backing off after a session failure; next_due() wakes the loop in time
+        sender = self.store.renderer.from_addr
+        failure: SessionFailure | None = None
+        answered = False  # the server took or answered at least one email: the session works
+        with transport.session() as session:  # connects on the first send only
+            while not self.stop.is_set():
+                self.alive()
+                with db.atomic():  # SQLite: the write lock; PostgreSQL: the row lock below
+                    row = self._claim_next()
+                    if row is None:
+                        break
+                    try:
+                        session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
+                    except SessionFailure as exc:
+                        # Not this email's fault: it stays queued as it was, with the reason to read.
+                        OutboxRow.update(last_error=str(exc)[:1000]).where(OutboxRow.id == row.id).execute()
+                        failure = exc
+                        break
+                    except TemporaryFailure as exc:
+                        self._temporary(row, exc, result)
+                    except PermanentFailure as exc:
+                        self._permanent(row, exc, result)
+                    else:
+                        self._sent(row, result)
+                    answered = True
+        if failure is not None:
+            self._session_failed(failure, result)
+        elif answered and transport.backoff.succeeded():
+            log.event("outbox.resumed", sent=result.sent)
+        return result
 
+    def next_due(self) -> dt.datetime | None:
+        """When the next drain has something to do: the first due row, but not before the backoff ends."""
+        row = (OutboxRow.select(OutboxRow.next_try_at).where(OutboxRow.state == OutboxState.queued.value)
+               .order_by(OutboxRow.next_try_at).first())
+        if row is None:
+            return None
+        due: dt.datetime = row.next_try_at
+        until = self.transport.backoff.until
+        return max(due, until) if until is not None else due
 
-def _give_up_overdue(app: App, now: dt.datetime, exc: SessionFailure, result: DrainResult) -> None:
-    """Rows queued longer than give_up_after are failed now: with no session they get no answer
-    of their own, yet give_up_after must hold for them too (DESIGN §5)."""
-    give_up_after = app.config.smtp.give_up_after
-    with app.db.atomic():
-        query = (OutboxRow.select()
-                 .where((OutboxRow.state == OutboxState.queued.value) & (OutboxRow.created_at <= now - give_up_after))
-                 .order_by(OutboxRow.id).limit(GIVE_UP_BATCH))
-        if is_postgres(app.db):
-            query = query.for_update(skip_locked=True)  # rows another instance is sending are its own
-        for row in query:
-            _fail(app, row, f"{exc} (still failing after {give_up_after})", result)
+    def _session_failed(self, exc: SessionFailure, result: DrainResult) -> None:
+        """One WARNING line for the whole queue, the transport's backoff, and the emails too old to wait."""
+        now = self.store.clock.now()
+        retry_at = self.transport.backoff.failed(now)
+        waiting = OutboxRow.select().where(OutboxRow.state == OutboxState.queued.value).count()
+        log.warning("outbox.paused", error=str(exc), queued=waiting, attempt=self.transport.backoff.failures,
+                    retry_at=retry_at)
+        self._give_up_overdue(now, exc, result)
+
+    def _give_up_overdue(self, now: dt.datetime, exc: SessionFailure, result: DrainResult) -> None:
+        """Rows queued longer than give_up_after are failed now: with no session they get no answer
+        of their own, yet give_up_after must hold for them too (DESIGN §5)."""
+        db = self.store.db
+        with db.atomic():
+            query = (OutboxRow.select()
+                     .where((OutboxRow.state == OutboxState.queued.value)
+                            & (OutboxRow.created_at <= now - self.give_up_after))
+                     .order_by(OutboxRow.id).limit(GIVE_UP_BATCH))
+            if is_postgres(db):
+                query = query.for_update(skip_locked=True)  # rows another instance is sending are its own
+            for row in query:
+                self._fail(row, f"{exc} (still failing after {self.give_up_after})", result)
+
+    def _claim_next(self) -> OutboxRow | None:
+        db = self.store.db
+        sql = _CLAIM.format(param=db.param)
+        if is_postgres(db):
+            sql += " FOR UPDATE SKIP LOCKED"  # rows another instance is sending are passed over
+        now = OutboxRow._meta.fields["next_try_at"].db_value(self.store.clock.now())
+        # ModelRaw, as OutboxRow.raw is the column holding the email's bytes.
+        return next(iter(peewee.ModelRaw(OutboxRow, sql, (now,)).execute()), None)
+
+    def _sent(self, row: OutboxRow, result: DrainResult) -> None:
+        now = self.store.clock.now()
+        OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
+                         last_error=None).where(OutboxRow.id == row.id).execute()
+        result.sent += 1
+        self.metrics.emails_sent.labels(row.kind).inc()
+        log.event("email.sent", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, outbox=row.id)
+
+    def _temporary(self, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
+        now = self.store.clock.now()
+        attempts = row.attempts + 1
+        decision = after_temporary_failure(attempts, row.created_at, now, self.give_up_after)
+        if isinstance(decision, GiveUp):
+            self._fail(row, f"{exc} ({decision.reason})", result)
+            return
+        OutboxRow.update(attempts=attempts, next_try_at=decision.at, last_error=str(exc)[:1000]) \
+            .where(OutboxRow.id == row.id).execute()
+        result.retried += 1
+        self.metrics.emails_deferred.labels(row.kind).inc()
+        log.warning("email.deferred", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient,
+                    attempts=attempts, retry_at=decision.at, error=str(exc))
+
+    def _permanent(self, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
+        self._fail(row, str(exc), result)
+        req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
+        if req is not None:
+            self.store.apply(decide_refused(req, row.kind, row.recipient, str(exc)))
+
+    def _fail(self, row: OutboxRow, error: str, result: DrainResult) -> None:
+        OutboxRow.update(state=OutboxState.failed.value, attempts=OutboxRow.attempts + 1, last_error=error[:1000]) \
+            .where(OutboxRow.id == row.id).execute()
+        result.failed += 1
+        self.metrics.emails_failed.labels(row.kind).inc()
+        log.error("email.failed", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, error=error)
 
 
 # Prepared once, not built by the ORM per row: claiming the next row is one probe of the
 # outbox_claim index (state, next_try_at, id), however long the queue is.
 _CLAIM = ("SELECT * FROM outbox WHERE state = 'queued' AND next_try_at <= {param} "
           "ORDER BY next_try_at, id LIMIT 1")
-
-
-def _claim_next(app: App) -> OutboxRow | None:
-    sql = _CLAIM.format(param=app.db.param)
-    if is_postgres(app.db):
-        sql += " FOR UPDATE SKIP LOCKED"  # rows another instance is sending are passed over
-    now = OutboxRow._meta.fields["next_try_at"].db_value(app.clock.now())
-    # ModelRaw, as OutboxRow.raw is the column holding the email's bytes.
-    return next(iter(peewee.ModelRaw(OutboxRow, sql, (now,)).execute()), None)
-
-
-def _sent(app: App, row: OutboxRow, result: DrainResult) -> None:
-    now = app.clock.now()
-    OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
-                     last_error=None).where(OutboxRow.id == row.id).execute()
-    result.sent += 1
-    app.metrics.emails_sent.labels(row.kind).inc()
-    log.event("email.sent", ref=_ref(row), kind=row.kind, to=row.recipient, outbox=row.id)
-
-
-def _temporary(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
-    now = app.clock.now()
-    attempts = row.attempts + 1
-    decision = after_temporary_failure(attempts, row.created_at, now, app.config.smtp.give_up_after)
-    if isinstance(decision, GiveUp):
-        _fail(app, row, f"{exc} ({decision.reason})", result)
-        return
-    OutboxRow.update(attempts=attempts, next_try_at=decision.at, last_error=str(exc)[:1000]) \
-        .where(OutboxRow.id == row.id).execute()
-    result.retried += 1
-    app.metrics.emails_deferred.labels(row.kind).inc()
-    log.warning("email.deferred", ref=_ref(row), kind=row.kind, to=row.recipient, attempts=attempts,
-                retry_at=decision.at, error=str(exc))
-
-
-def _permanent(app: App, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
-    _fail(app, row, str(exc), result)
-    req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
-    if req is None:
-        return
-    applier = Applier(app.renderer, app.clock.now(), app.config.workflow)
-    with app.db.atomic():
-        applier.apply(decide_refused(req, row.kind, row.recipient, str(exc)))
-    applier.flush_log()
-
-
-def _fail(app: App, row: OutboxRow, error: str, result: DrainResult) -> None:
-    OutboxRow.update(state=OutboxState.failed.value, attempts=OutboxRow.attempts + 1, last_error=error[:1000]) \
-        .where(OutboxRow.id == row.id).execute()
-    result.failed += 1
-    app.metrics.emails_failed.labels(row.kind).inc()
-    log.error("email.failed", ref=_ref(row), kind=row.kind, to=row.recipient, error=error)
-
-
-def _ref(row: OutboxRow) -> str | None:
-    return ref_of(row.request_id)
-
-
-def next_due(app: App) -> dt.datetime | None:
-    """When the next drain has something to do: the first due row, but not before the backoff ends."""
-    row = (OutboxRow.select(OutboxRow.next_try_at).where(OutboxRow.state == OutboxState.queued.value)
-           .order_by(OutboxRow.next_try_at).first())
-    if row is None:
-        return None
-    due: dt.datetime = row.next_try_at
-    transport = app.transport_if_open
-    if transport is not None and transport.backoff.until is not None:
-        due = max(due, transport.backoff.until)
-    return due

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon import log
-from daemon.engine import outbox
 from daemon.core.decide import decide_cancel
-from daemon.engine.apply import Applier, ConcurrentChange
+from daemon.engine.apply import ConcurrentChange
 from daemon.errors import MailboxError, SmartacctError
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
@@ -46,7 +45,7 @@ def cancel_request(app: App, ref: str, reason: str = "") -> Request:
     if req_id is None:
         raise AdminError(f"{ref!r} is not a request reference (SA-000042)")
     for _ in range(CANCEL_TRIES):
-        applier = Applier(app.renderer, app.clock.now(), app.config.workflow)
+        applier = app.store.applier()
         try:
             with app.db.atomic():
                 req = Request.get_or_none(Request.id == req_id)
@@ -60,7 +59,7 @@ def cancel_request(app: App, ref: str, reason: str = "") -> Request:
         except ConcurrentChange:
             continue   # a reply or the daemon moved it meanwhile: look again
         applier.flush_log()
-        outbox.drain(app)
+        app.outbox.drain()
         return req
     raise AdminError(f"{format_ref(req_id)} keeps changing under us; try again")
 

@@ -78,13 +78,12 @@ def _opened(cfg: config_mod.Config) -> Iterator[App]:
 # --- commands ----------------------------------------------------------------------------------
 
 def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon.engine import loop
     from daemon.ops import metrics
 
     with _opened(cfg) as app:
         server = None if args.once else metrics.serve(app)   # [metrics] listen: /metrics and /healthz
         try:
-            loop.run(app, once=args.once)
+            app.loop.run(once=args.once, mailbox=cfg.mailbox.backend, smtp=cfg.smtp.backend)
         finally:
             if server is not None:
                 server.close()
@@ -93,7 +92,6 @@ def cmd_run(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
     """Handle .eml files as if they had arrived; the files stay where they are."""
-    from daemon.engine import attempts, outbox
     from daemon.mail.mailbox import InboxMessage
 
     status = 0
@@ -107,18 +105,17 @@ def cmd_process(cfg: config_mod.Config, args: argparse.Namespace) -> int:
                 status = 1
                 continue
             item = InboxMessage(key=path.name, raw=raw, size=len(raw))
-            folder = attempts.process(app, item)
+            folder = app.attempts.process(item)
             print(f"{name}: {folder.value if folder else 'left for a later pass (another instance has it, or it kept racing)'}")
-        outbox.drain(app)
+        app.outbox.drain()
     return status
 
 
 def cmd_check(cfg: config_mod.Config, args: argparse.Namespace) -> int:
-    from daemon.engine import checks, outbox
 
     with _opened(cfg) as app:
-        acted = checks.run_checks(app)
-        outbox.drain(app)
+        acted = app.checks.run()
+        app.outbox.drain()
         print(f"{acted} request(s) acted on")
     return 0
 

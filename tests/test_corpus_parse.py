@@ -10,7 +10,10 @@ import pytest
 from parsers.message import ParsedMessage, parse_message
 from parsers.reply import find_command, reply_text, token_candidates
 
-CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
+# ../shared/corpus from the repository; a git worktree one level deeper finds it too.
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:]
+               if (p / "shared" / "corpus" / "index.tsv").is_file()),
+              Path(__file__).parent.parent.parent / "shared" / "corpus")
 if not (CORPUS / "index.tsv").is_file():
     raise RuntimeError(f"the email corpus is missing: expected it at {CORPUS}")
 

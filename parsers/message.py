@@ -41,7 +41,6 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 MAX_TEXT = 1_000_000          # characters of body text kept (bounds later regex work)
 MAX_ATTACHMENT_TEXT = 1_000_000  # characters of attached .txt files kept, all files together
 MAX_PARTS = 1_000             # MIME parts inspected for classification
-MAX_HTML = 4_000_000          # characters of HTML fed to the converter
 MAX_ADDRESS_HEADER = 20_000  # characters of one address header given to the parser
 MAX_IDS = 50                  # Message-IDs kept per header
 
@@ -274,7 +273,7 @@ def _choose_text(plains: list[str], htmls: list[str], attachment: str) -> tuple[
         return _normalise(plain), "plain"
     markup = "\n".join(htmls)
     if markup.strip():
-        converted = html_to_text(markup[:MAX_HTML])
+        converted = html_to_text(markup)      # bounded there: MAX_HTML, MAX_OUTPUT
         if converted.strip():
             return converted, "html"
     if attachment.strip():

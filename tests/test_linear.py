@@ -19,6 +19,7 @@ import pytest
 
 from parsers.html_text import html_to_text
 from parsers.message import parse_message
+from parsers.reply import find_command
 
 GROWTH = 10           # the big input is this many times the small one
 MAX_RATIO = 30        # linear comes out at 10-16 on a busy machine, quadratic at 100
@@ -74,7 +75,15 @@ HTML_SHAPES = [
     Shape("html nested quotes, one line each", lambda n: "<blockquote>" * n + "x<br>" * n, html_to_text, 1_000),
 ]
 
-SHAPES = [*HTML_SHAPES]
+# A keyword line and quote headers are short lines; patterns on them used to backtrack
+# quadratically on long ones (a run of trailing punctuation, "schrieb" many times without a colon).
+REPLY_SHAPES = [
+    Shape("reply trailing punctuation", lambda n: "A" + ". " * n + "x", find_command, 1_000),
+    Shape("reply trailing emphasis", lambda n: "A" + "*_" * n + "x", find_command, 1_000),
+    Shape("reply German quote header", lambda n: "STATUS\n" + "schrieb " * n + "x", find_command, 1_000),
+]
+
+SHAPES = [*HTML_SHAPES, *REPLY_SHAPES]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)

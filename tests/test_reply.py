@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from parsers.message import parse_message
-from parsers.reply import KEYWORDS, Command, Keyword, find_command, find_refs, reply_text, token_candidates
+from parsers.reply import (
+    KEYWORDS,
+    MAX_HEADER_LINE,
+    MAX_KEYWORD_LINE,
+    Command,
+    Keyword,
+    find_command,
+    find_refs,
+    reply_text,
+    token_candidates,
+)
 
 # ../shared/corpus from the repository; a git worktree one level deeper finds it too.
 CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:]
@@ -47,12 +57,24 @@ OUTLOOK_BLOCK_ONLY = ("From: Smart Accounts <smart-accounts@example.com>\nSent: 
         ("AKZEPTIEREN\n" + OUTLOOK_BLOCK_ONLY, Keyword.ACCEPT, "de"),
         ("Decline...\n", Keyword.DECLINE, "en"),
         ("ablehnen\n-- \nPat Partner\n", Keyword.DECLINE, "de"),
-        ("\n\n   \nHelp?\n", Keyword.HELP, "en"),
+        ("\n\n   \nHelp!\n", Keyword.HELP, "en"),
         ("HILFE\n", Keyword.HELP, "de"),
         # bottom-posted: the quote header and quote come first, the answer below
         (GMAIL_EN + QUOTE + "\nCONFIRM\n", Keyword.CONFIRM, "en"),
         (GMAIL_DE + QUOTE + "\nbestätigen\n\nGruß Pat\n", Keyword.CONFIRM, "de"),
         (QUOTE + "\naccept\n", Keyword.ACCEPT, "en"),
+        (GMAIL_EN + "\n" + QUOTE + "\nACCEPT\n", Keyword.ACCEPT, "en"),   # a blank line below the header
+        (GMAIL_EN_WRAPPED + QUOTE + "\nDECLINE\n", Keyword.DECLINE, "en"),
+        # emphasis, when symmetric (bold in a plain-text part, Markdown), and trailing . ! ,
+        ("*ACCEPT*\n", Keyword.ACCEPT, "en"),
+        ("**Accept**.\n", Keyword.ACCEPT, "en"),
+        ("*ACCEPT!*\n", Keyword.ACCEPT, "en"),
+        ("_Ablehnen_,\n", Keyword.DECLINE, "de"),
+        ("*_CONFIRM_*\n", Keyword.CONFIRM, "en"),
+        ("`cancel`\n", Keyword.CANCEL, "en"),
+        ("Decline\u2026\n", Keyword.DECLINE, "en"),       # an ellipsis is full stops
+        ("\u00a0ACCEPT\u00a0!!\n", Keyword.ACCEPT, "en"),
+        ("AC\u200bCEPT\n", Keyword.ACCEPT, "en"),         # invisible characters are dropped
     ],
 )
 def test_find_command(text: str, keyword: Keyword, language: str) -> None:
@@ -82,6 +104,44 @@ def test_no_command(text: str) -> None:
     assert find_command(text) is None
 
 
+# ------------------------------------------------------------------ consent only where it is stated (issue 11)
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Ends in "wrote:" and names an address, but nothing quoted follows: it is the answer itself.
+        "DECLINE - as my boss (boss@acme.example) wrote:\nACCEPT\n",
+        "DECLINE - as my boss (boss@acme.example) wrote:\n\nACCEPT\n\n" + GMAIL_EN + QUOTE,
+        "Am Montag schrieb mein Chef:\nAKZEPTIEREN\n",
+    ],
+)
+def test_a_quote_header_counts_only_above_a_quote(text: str) -> None:
+    assert find_command(text) is None
+
+
+@pytest.mark.parametrize("text", ["ACCEPT?", "Accept?!", "accept!?", "CONFIRM ?", "*ACCEPT?*", "Help?", "Status?"])
+def test_a_question_is_never_a_decision(text: str) -> None:
+    assert find_command(text + "\n\n" + GMAIL_EN + QUOTE) is None
+
+
+@pytest.mark.parametrize("text", ["*ACCEPT", "ACCEPT*", "**ACCEPT*", "*ACCEPT_", "~~ACCEPT~~", "~ACCEPT~",
+                                  "ACCEPT;", "ACCEPT:"])
+def test_unbalanced_or_other_decoration_is_not_a_decision(text: str) -> None:
+    assert find_command(text + "\n") is None
+
+
+def test_line_limits() -> None:
+    # A keyword line is short: padding up to MAX_KEYWORD_LINE is still read, one more character is not.
+    assert find_command("ACCEPT" + "!" * (MAX_KEYWORD_LINE - 6)) == Command(Keyword.ACCEPT, "en", None)
+    assert find_command("ACCEPT" + "!" * (MAX_KEYWORD_LINE - 5)) is None
+    # A quote header is short: a longer "wrote:" line is own text, and no keyword line.
+    attribution = "On Tue, Nov 24, 2026, Pat <pat@partner.example> wrote:"
+    fits = attribution.replace("Pat", "Pat" + "a" * (MAX_HEADER_LINE - len(attribution)))
+    assert len(fits) == MAX_HEADER_LINE
+    assert find_command(fits + "\n" + QUOTE + "\nACCEPT\n") == Command(Keyword.ACCEPT, "en", None)
+    assert find_command(fits.replace("Pat", "Pata") + "\n" + QUOTE + "\nACCEPT\n") is None
+
+
 def test_status_with_and_without_ref() -> None:
     assert find_command("STATUS SA-000042\n" + GMAIL_EN + QUOTE) == Command(Keyword.STATUS, "en", "SA-000042")
     assert find_command("status: sa-1234567.") == Command(Keyword.STATUS, "en", "SA-1234567")
@@ -99,6 +159,9 @@ def test_reply_text_drops_quotes_and_headers() -> None:
     assert reply_text("Fine by me.\nPat\n\n" + GMAIL_EN + QUOTE) == "Fine by me.\nPat"
     assert reply_text("Ok\n" + OUTLOOK_DE) == "Ok"
     assert reply_text(GMAIL_EN + QUOTE + "\nBelow\n") == "Below"
+    # Yahoo: the attribution sits above the original in Outlook's From:/Sent: form.
+    yahoo = "--- On Tue, 24/11/26, Smart Accounts <smart-accounts@example.com> wrote:\n\n" + OUTLOOK_BLOCK_ONLY
+    assert reply_text("Cancel\n\n" + yahoo) == "Cancel"
     form = "Account Name: Acme\nCustomer Email: it@acme.example\nUser Emails: a@x, b@x\n"
     assert reply_text(form) == form.rstrip("\n")
 

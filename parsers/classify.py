@@ -65,7 +65,7 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     if _same_mailbox(msg.sender, own_address):
         return Ignore("from_ourselves")
     command = find_command(msg.text)
-    tokens = token_candidates(msg)
+    tokens = token_candidates(msg, own_address.rpartition("@")[2])
     if tokens:
         return Reply(command, tokens, subject_refs(msg))
     if command is not None and command.keyword is Keyword.STATUS:

@@ -31,7 +31,7 @@ import mailparser
 from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids
 from parsers.html_text import html_to_text
 
-__all__ = ["ParsedMessage", "html_to_text", "parse_message"]
+__all__ = ["ParsedMessage", "ascii_domain", "html_to_text", "parse_message"]
 
 # mail-parser logs a WARNING ("Email content 'rfc822-headers' not handled") for ordinary
 # mail on "mailparser.core"; its loggers all sit under "mailparser". Our log is one
@@ -376,6 +376,17 @@ def _usable_address(addr: str) -> bool:
     except idna.IDNAError:
         return False
     return True
+
+
+def ascii_domain(domain: str) -> str:
+    """Lower-case A-label form, so "Bücher.example" and "xn--bcher-kva.example" compare equal."""
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
 
 
 def _addresses(value: str) -> list[tuple[str, str]]:

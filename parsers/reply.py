@@ -10,7 +10,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from parsers.message import ParsedMessage
+from parsers.message import ParsedMessage, ascii_domain
 from parsers.ref import find_refs as refs_in
 
 MAX_TOKENS = 20
@@ -215,12 +215,21 @@ def find_command(text: str) -> Command | None:
 
 # ----------------------------------------------------------------- tokens and refs
 
-_TOKEN = re.compile(r"(?<![A-Za-z0-9])([A-Za-z2-7]{26})(?![A-Za-z0-9])")
 _TOKEN_EXACT = re.compile(r"[a-z2-7]{26}")
+# The footer line our templates write (templates/*/_base.{txt,html}.j2): "Ref: SA-000042 · Code: <token>",
+# alone on its line. It comes back quoted ("> ", "> > "), converted from HTML, unquoted below
+# Outlook's header block or in a one-click answer, and with the middle dot mangled by a charset
+# ("Â·", "?"): a few characters of anything may stand between the reference and "Code:".
+_CODE_LINE = re.compile(r"^[ \t>]*(?:Ref:[ \t]*SA-\d{6,12}[^\n]{0,12}?)?Code:[ \t]*([A-Za-z2-7]{26})[ \t]*$",
+                        re.IGNORECASE | re.MULTILINE)
 
 
-def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
-    """Possible reply tokens, most trustworthy place first: plus-address, then thread ids, then body."""
+def token_candidates(msg: ParsedMessage, own_domain: str) -> tuple[str, ...]:
+    """Possible reply tokens, found only where we put them (DESIGN §3), most trustworthy first:
+    the Reply-To plus-address (back in To/Cc/Delivered-To/X-Original-To), our own Message-IDs
+    (`<token>.<ref>@<own_domain>`) in In-Reply-To/References, then the `Code:` footer line.
+    A word of the right length anywhere else ("Datenschutzgrundverordnung") is not a token."""
+    domain = ascii_domain(own_domain)
     found: dict[str, None] = {}
 
     def add(candidate: str) -> None:
@@ -228,15 +237,18 @@ def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
             found.setdefault(candidate.lower(), None)
 
     for addr in msg.recipients:
-        local = addr.rsplit("@", 1)[0]
-        if "+" in local:
+        local, _, at = addr.rpartition("@")
+        if "+" in local and ascii_domain(at) == domain:
             tail = local.rsplit("+", 1)[1].lower()
             if _TOKEN_EXACT.fullmatch(tail):
                 add(tail)
     for message_id in (*msg.in_reply_to, *msg.references):
-        for match in _TOKEN.finditer(message_id):
-            add(match.group(1))
-    for match in _TOKEN.finditer(msg.text):
+        local, _, at = message_id.rpartition("@")
+        if ascii_domain(at) == domain:
+            first = local.split(".", 1)[0].lower()
+            if _TOKEN_EXACT.fullmatch(first):
+                add(first)
+    for match in _CODE_LINE.finditer(msg.text):
         if len(found) >= MAX_TOKENS:
             break
         add(match.group(1))

@@ -55,7 +55,7 @@ def test_parses_with_sane_types(path: Path) -> None:
     # The reply functions must cope with whatever text real mail produces.
     assert isinstance(reply_text(msg.text), str)
     find_command(msg.text)
-    assert len(token_candidates(msg)) <= 20
+    assert len(token_candidates(msg, "example.com")) <= 20
 
 
 @pytest.mark.parametrize("path", NEVER_ANSWER, ids=_id)

@@ -20,8 +20,8 @@ if not (CORPUS / "index.tsv").is_file():
 FILES = sorted(CORPUS.glob("*/*.eml"))
 NEVER_ANSWER = [p for p in FILES if p.parent.name in ("auto_reply", "bounce", "list_bulk")]
 HUMAN = [p for p in FILES if p.parent.name == "human"]
-# Achieved: 147 of 147 human files are not automatic; allow a little slack for future signals.
-MIN_HUMAN_RECOGNITION = 0.97
+# Human mail the contract never answers all the same (DESIGN §3: postmaster, whoever writes from it).
+NEVER_ANSWERED_HUMAN = {"human/flanker__long-links.eml": ("from:system",)}
 
 
 def _id(path: Path) -> str:
@@ -64,8 +64,7 @@ def test_automatic_mail_is_recognised(path: Path) -> None:
     assert msg.is_automatic, "no auto/bounce mark"
 
 
-def test_human_mail_is_mostly_not_automatic() -> None:
+def test_human_mail_is_not_automatic() -> None:
     parsed = {_id(p): parse_message(p.read_bytes()) for p in HUMAN}
-    flagged = {name: (m.auto_marks, m.bounce_marks) for name, m in parsed.items() if m.is_automatic}
-    rate = 1 - len(flagged) / len(HUMAN)
-    assert rate >= MIN_HUMAN_RECOGNITION, flagged
+    flagged = {name: m.auto_marks + m.bounce_marks for name, m in parsed.items() if m.is_automatic}
+    assert flagged == NEVER_ANSWERED_HUMAN

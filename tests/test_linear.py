@@ -83,7 +83,19 @@ REPLY_SHAPES = [
     Shape("reply German quote header", lambda n: "STATUS\n" + "schrieb " * n + "x", find_command, 1_000),
 ]
 
-SHAPES = [*HTML_SHAPES, *REPLY_SHAPES]
+def _text_bounce(body: str) -> bytes:
+    return ("From: Mail Delivery System <mailer-daemon@mx.partner.example>\r\nTo: smart-accounts@example.com\r\n"
+            "Subject: Mail delivery failed\r\nX-Failed-Recipients: c@x.example\r\n\r\n" + body).encode()
+
+
+# A text-only bounce's body is searched for "Status: 5.1.1" and "Message-ID: <...>" lines; "^\s*"
+# ran over every following blank line, again from each of them.
+BOUNCE_SHAPES = [
+    Shape("bounce blank lines", lambda n: "\n" * n + "x", lambda body: parse_message(_text_bounce(body)), 2_000),
+    Shape("bounce blank CRLF lines", lambda n: "\r\n" * n + "x", lambda body: parse_message(_text_bounce(body)), 2_000),
+]
+
+SHAPES = [*HTML_SHAPES, *REPLY_SHAPES, *BOUNCE_SHAPES]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)

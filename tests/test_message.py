@@ -12,6 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from parsers.classify import Ignore, classify
 from parsers.message import parse_message
 
 
@@ -354,6 +355,33 @@ def test_mdn_and_arf_are_automatic_not_bounces() -> None:
         assert "content-type:multipart/report" in p.auto_marks and not p.is_bounce
 
 
-def test_postmaster_person_is_not_a_bounce() -> None:
+def test_postmaster_is_never_answered_but_not_a_bounce() -> None:
+    # DESIGN §3 lists postmaster among the senders never answered, whoever writes from it.
     p = parse_message(_mail(From="Bob <postmaster@example.com>", Subject="Please enjoy this link").as_bytes())
-    assert not p.is_automatic
+    assert "from:system" in p.auto_marks and not p.is_bounce
+
+
+# ------------------------------------------------------------------ list and system roles (issue 11)
+
+LOOP_ALERT = ("Your message to the list was returned to you because it looped back to the list.\n"
+              "If you think this is wrong, reply to this message.\n")
+
+
+@pytest.mark.parametrize(
+    ("sender", "mark"),
+    [
+        ("Sales List <sales-admin@partner.example>", "from:list-role"),      # Mailman 2's -admin address
+        ("sales-admin+bounce=x@partner.example", "from:list-role"),
+        ("Listmaster <listmaster@partner.example>", "from:system"),
+        ("postmaster@partner.example", "from:system"),
+        ("LISTSERV@partner.example", "from:system"),
+        ("majordomo@partner.example", "from:system"),
+    ],
+)
+def test_list_servers_and_postmaster_are_never_answered(sender: str, mark: str) -> None:
+    # A "Loop Alert" with no list header at all, from a domain the sender rule lets through.
+    msg = parse_message(_mail(LOOP_ALERT, From=sender, Subject="Loop Alert").as_bytes())
+    assert mark in msg.auto_marks
+    intent = classify(msg, partner_domains=("partner.example",), own_address="smart-accounts@example.com")
+    assert isinstance(intent, Ignore) and intent.reason.startswith("automatic:")
+

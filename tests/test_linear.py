@@ -95,7 +95,32 @@ BOUNCE_SHAPES = [
     Shape("bounce blank CRLF lines", lambda n: "\r\n" * n + "x", lambda body: parse_message(_text_bounce(body)), 2_000),
 ]
 
-SHAPES = [*HTML_SHAPES, *REPLY_SHAPES, *BOUNCE_SHAPES]
+def _mail(headers: str, body: str = "Hello\r\n") -> bytes:
+    return ("From: pat@partner.example\r\nTo: smart-accounts@example.com\r\n" + headers
+            + "\r\n" + body).encode()
+
+
+def _with_part(part_headers: str) -> bytes:
+    return _mail('Content-Type: multipart/mixed; boundary="b"\r\n',
+                 "--b\r\n" + part_headers + "\r\n\r\nx\r\n--b--\r\n")
+
+
+# The stdlib's email.header.decode_header pops the front of a list once per encoded word, and
+# email.message._parseparam re-counts quotes and copies the rest of the field once per ";".
+HEADER_SHAPES = [
+    Shape("header encoded words in Subject", lambda n: "Subject: " + "=?utf-8?q?a?= " * n + "\r\n",
+          lambda h: parse_message(_mail(h)), 1_000),
+    Shape("header quoted ; in Content-Type", lambda n: 'Content-Type: text/plain; a="' + ";" * n + "\r\n",
+          lambda h: parse_message(_mail(h)), 1_000),
+    Shape("header quoted ; in a part's Content-Type", lambda n: 'Content-Type: text/plain; a="' + ";" * n,
+          lambda h: parse_message(_with_part(h)), 1_000),
+    Shape("header RFC 2231 parameters", lambda n: "Content-Disposition: attachment; "
+          + "".join(f"filename*{i}=a; " for i in range(n)), lambda h: parse_message(_with_part(h)), 500),
+    Shape("header encoded words in a file name", lambda n: 'Content-Disposition: attachment; filename="'
+          + "=?utf-8?q?a?=" * n + '"', lambda h: parse_message(_with_part(h)), 1_000),
+]
+
+SHAPES = [*HTML_SHAPES, *REPLY_SHAPES, *BOUNCE_SHAPES, *HEADER_SHAPES]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import pytest
 
 from parsers.classify import Ignore, classify
-from parsers.message import parse_message
+from parsers.message import MAX_ENCODED_WORDS, MAX_MIME_FIELD, MAX_MIME_PARAMS, parse_message
 
 
 def _mail(body: str = "Hello", **headers: str) -> EmailMessage:
@@ -384,4 +384,45 @@ def test_list_servers_and_postmaster_are_never_answered(sender: str, mark: str) 
     assert mark in msg.auto_marks
     intent = classify(msg, partner_domains=("partner.example",), own_address="smart-accounts@example.com")
     assert isinstance(intent, Ignore) and intent.reason.startswith("automatic:")
+
+
+
+# ------------------------------------------------------------------ header field limits (issue 11)
+
+def _words(count: int) -> str:
+    return " ".join(f"=?utf-8?q?w{i}?=" for i in range(count))
+
+
+def _subject(value: str) -> bytes:
+    return f"From: pat@partner.example\r\nSubject: {value}\r\n\r\nHello\r\n".encode()
+
+
+def test_encoded_words_per_field_are_limited() -> None:
+    # Adjacent encoded words join without the space between them (RFC 2047 §6.2).
+    within = parse_message(_subject(_words(MAX_ENCODED_WORDS)))
+    assert within.subject == "".join(f"w{i}" for i in range(MAX_ENCODED_WORDS))
+    over = parse_message(_subject(_words(MAX_ENCODED_WORDS + 1)))
+    assert over.subject == within.subject and "header field cut" in over.defects
+
+
+def _koi8(content_type: str) -> bytes:
+    return (f"From: pat@partner.example\r\nSubject: x\r\nContent-Type: {content_type}\r\n\r\n".encode()
+            + "Привет".encode("koi8-r"))
+
+
+def test_mime_parameters_per_field_are_limited() -> None:
+    # MAX_MIME_PARAMS semicolons still reach the charset; one more cuts the field before it.
+    params = "; ".join(f"x{i}=1" for i in range(MAX_MIME_PARAMS - 1))
+    assert parse_message(_koi8(f"text/plain; {params}; charset=koi8-r")).text == "Привет"
+    over = parse_message(_koi8(f"text/plain; {params}; x=1; charset=koi8-r"))
+    assert over.text != "Привет" and "header field cut" in over.defects
+
+
+def test_mime_fields_are_limited_in_length() -> None:
+    head = "Content-Type: text/plain; x="
+    tail = "; charset=koi8-r"
+    fits = "text/plain; x=" + "a" * (MAX_MIME_FIELD - len(head) - len(tail)) + tail
+    assert parse_message(_koi8(fits)).text == "Привет"
+    over = parse_message(_koi8(fits.replace("x=a", "x=aa")))
+    assert over.text != "Привет" and "header field cut" in over.defects
 

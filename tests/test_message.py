@@ -12,7 +12,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from parsers.classify import Ignore, classify
+from parsers.classify import MAX_AUTH_RESULTS, Ignore, classify, dmarc_passed
 from parsers.message import MAX_ENCODED_WORDS, MAX_MIME_FIELD, MAX_MIME_PARAMS, parse_message
 
 
@@ -426,3 +426,25 @@ def test_mime_fields_are_limited_in_length() -> None:
     over = parse_message(_koi8(fits.replace("x=a", "x=aa")))
     assert over.text != "Привет" and "header field cut" in over.defects
 
+
+# ------------------------------------------------------------------ DMARC (DESIGN §3)
+
+def _dmarc(*results: str) -> bool:
+    headers = "".join(f"Authentication-Results: {value}\r\n" for value in results)
+    raw = f"From: Pat <pat@partner.example>\r\nSubject: Re: Review\r\n{headers}\r\nCONFIRM\r\n".encode()
+    return dmarc_passed(parse_message(raw), "MX.example.com")
+
+
+def test_dmarc_counts_only_our_topmost_header_and_only_for_the_from_domain() -> None:
+    ours = "mx.example.com; dmarc=pass (p=none dis=none) header.from=Partner.Example"
+    assert _dmarc("relay.example; dmarc=fail header.from=partner.example", ours)
+    # A header below ours that carries our name was added before our server saw the mail: forged.
+    assert not _dmarc("mx.example.com; dmarc=fail header.from=partner.example", ours)
+    assert not _dmarc("mx.example.com; dmarc=pass header.from=elsewhere.example")
+    assert not _dmarc("mx.example.com; spf=pass smtp.mailfrom=partner.example")
+
+
+def test_dmarc_headers_too_long_or_too_deep_are_not_a_pass() -> None:
+    long = "mx.example.com; " + "spf=pass smtp.mailfrom=x; " * 400 + "dmarc=pass header.from=partner.example"
+    assert len(long) > MAX_AUTH_RESULTS and not _dmarc(long)
+    assert not _dmarc("mx.example.com; " + "(" * 5_000)        # authres recursed into the comments

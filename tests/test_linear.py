@@ -9,6 +9,7 @@ machine does not make it flaky. Hypothesis then tries shapes nobody thought of.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import math
 import time
@@ -17,6 +18,7 @@ from typing import Callable
 
 import pytest
 
+from daemon.render import Renderer
 from parsers.html_text import html_to_text
 from parsers.message import parse_message
 from parsers.reply import find_command
@@ -120,7 +122,22 @@ HEADER_SHAPES = [
           + "=?utf-8?q?a?=" * n + '"', lambda h: parse_message(_with_part(h)), 1_000),
 ]
 
-SHAPES = [*HTML_SHAPES, *REPLY_SHAPES, *BOUNCE_SHAPES, *HEADER_SHAPES]
+RENDERER = Renderer("Smart Accounts <smart-accounts@example.com>")
+
+
+def _answer(references: str) -> object:
+    """An answer threaded below a message with this References header (DESIGN §3)."""
+    return RENDERER.compose("help", "en", {"ref": None, "request": None, "form": RENDERER.blank_form("en")},
+                            to=["pat@partner.example"], message_id="x.sa@example.com",
+                            date=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc), references=references.split())
+
+
+# The Message-IDs of the mail we answer were de-duplicated with a list scan per id.
+RENDER_SHAPES = [
+    Shape("render References", lambda n: " ".join(f"<a{i}@x.example>" for i in range(n)), _answer, 4_000),
+]
+
+SHAPES = [*HTML_SHAPES, *REPLY_SHAPES, *BOUNCE_SHAPES, *HEADER_SHAPES, *RENDER_SHAPES]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.name)

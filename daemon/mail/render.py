@@ -129,13 +129,14 @@ def _own_message_id(value: str) -> str:
 
 
 def _thread_ids(values: Iterable[str]) -> list[str]:
-    """Their Message-IDs are untrusted: keep the well-formed ones, once each, in order."""
-    ids: list[str] = []
+    """Their Message-IDs are untrusted: keep the well-formed ones, once each, in order. Seen ids are
+    kept in a dict: a list scan per id was quadratic in a long References header."""
+    ids: dict[str, None] = {}
     for value in values:
         for piece in one_line(value).replace("<", " ").replace(">", " ").split():
-            if _MESSAGE_ID.fullmatch(piece) and piece not in ids:
-                ids.append(piece)
-    return ids
+            if _MESSAGE_ID.fullmatch(piece):
+                ids.setdefault(piece)
+    return list(ids)
 
 
 def _trimmed(ids: list[str]) -> list[str]:

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon.render import Renderer
+from parsers.classify import NewRequest, classify, dmarc_passed
+from parsers.form import parse_form
 from parsers.html_text import html_to_text
 from parsers.message import parse_message
-from parsers.reply import find_command
+from parsers.reply import find_command, find_refs, reply_text, token_candidates
+from parsers.validate import validate
 
 GROWTH = 10           # the big input is this many times the small one
 MAX_RATIO = 30        # linear comes out at 10-16 on a busy machine, quadratic at 100
@@ -125,11 +130,11 @@ HEADER_SHAPES = [
 RENDERER = Renderer("Smart Accounts <smart-accounts@example.com>")
 
 
-def _answer(references: str) -> object:
+def _answer(references: str) -> bytes:
     """An answer threaded below a message with this References header (DESIGN §3)."""
     return RENDERER.compose("help", "en", {"ref": None, "request": None, "form": RENDERER.blank_form("en")},
                             to=["pat@partner.example"], message_id="x.sa@example.com",
-                            date=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc), references=references.split())
+                            date=dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc), references=references.split()).raw
 
 
 # The Message-IDs of the mail we answer were de-duplicated with a list scan per id.
@@ -155,3 +160,77 @@ def test_cost_grows_linearly(shape: Shape) -> None:
     print(f"{shape.name}: {small * 1000:.1f} ms at {n}, {big * 1000:.1f} ms at {GROWTH * n}: x{ratio:.1f}")
     assert ratio < MAX_RATIO, (f"{shape.name}: {small * 1000:.1f} ms at size {n} but {big * 1000:.1f} ms "
                                f"at {GROWTH * n}: x{ratio:.0f}, super-linear")
+
+
+# ------------------------------------------------------------------ shapes nobody thought of
+
+PER_INPUT_CPU = 1.0       # seconds for everything below on one input; linear code needs a tenth of it
+MAX_HOSTILE = 200_000     # characters of one generated input
+# Pieces of the constructs every parser above treats specially, to be repeated and mixed.
+FRAGMENTS = (
+    "<!--", "-->", "<!", "<![", "<?", "</", "<a ", "<a x='", '<a x="', "<br>", "<blockquote>", "</blockquote>",
+    "<div>", "<pre>", "<script>", "</script", "&#", "&#x", "&amp", "&", ";", '"', "'", "\\", "=", "=?utf-8?q?",
+    "=?", "?=", "?", "\n", "\r\n", "\r", " ", "\t", "\u00a0", "\u200b", ">", "> ", "-", "--", "_", "*", "`", "~",
+    ".", "!", ",", ":", "@", "(", ")", "<", "[", "](", "a", "7", "On ", "Am ", "wrote:", "schrieb", "Von:", "From:",
+    "Sent:", "Status:", "550 ", "5.1.1", "Message-ID:", "Code:", "Ref: SA-000042 \u00b7 ", "SA-", "ACCEPT",
+    "Account Name:", "User Emails:", "a@b.example", "filename*0=", "dmarc=pass", "header.from=",
+)
+PLACES = ("plain", "html", "subject", "cc", "references", "content-type", "part", "disposition", "auth", "bounce",
+          "dsn", "attachment")
+
+
+def _message(place: str, text: str) -> bytes:
+    """`text` where a hostile sender can put it."""
+    if place == "plain":
+        return _mail("Content-Type: text/plain; charset=utf-8\r\n", text)
+    if place == "html":
+        return _mail("Content-Type: text/html; charset=utf-8\r\n", text)
+    if place in ("subject", "cc", "references", "content-type", "auth"):
+        name, prefix = {"subject": ("Subject", ""), "cc": ("Cc", ""), "references": ("References", ""),
+                        "content-type": ("Content-Type", "text/plain; "),
+                        "auth": ("Authentication-Results", "mx.example.com; ")}[place]
+        return _mail(f"{name}: {prefix}{text}\r\nIn-Reply-To: {text[:2_000]}\r\n")
+    if place == "part":
+        return _with_part(f"Content-Type: text/plain; {text}")
+    if place == "disposition":
+        return _with_part(f"Content-Disposition: attachment; filename={text}")
+    if place == "bounce":
+        return _text_bounce(text)
+    if place == "dsn":
+        return _mail('Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n',
+                     "--b\r\nContent-Type: message/delivery-status\r\n\r\n" + text + "\r\n--b--\r\n")
+    return _mail('Content-Type: multipart/mixed; boundary="b"\r\n',
+                 "--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=form.txt\r\n\r\n"
+                 + text + "\r\n--b--\r\n")
+
+
+def _everything(raw: bytes, text: str) -> None:
+    """Every parser that sees untrusted text, on the message and on the bare text."""
+    msg = parse_message(raw)
+    intent = classify(msg, partner_domains=("partner.example",), own_address="smart-accounts@example.com")
+    for form in (intent.form if isinstance(intent, NewRequest) else None, parse_form(text)):
+        if form is not None:
+            validate(form, max_users=50, require_customer_in_domain=True, default_language="en",
+                     open_ref_for_domain=lambda domain: None)
+    dmarc_passed(msg, "mx.example.com")
+    token_candidates(msg, "example.com")
+    find_refs(msg)
+    find_command(text)
+    reply_text(text)
+    html_to_text(text)
+    _answer(text)
+
+
+RUNS = st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.integers(1, 20_000)), min_size=1, max_size=6)
+
+
+@given(place=st.sampled_from(PLACES), runs=RUNS)
+def test_any_mix_of_hostile_fragments_is_parsed_in_bounded_time(place: str, runs: list[tuple[str, int]]) -> None:
+    """A failure names the place and the runs of fragments; hypothesis prints how to replay it."""
+    text = "".join(fragment * count for fragment, count in runs)[:MAX_HOSTILE]
+    raw = _message(place, text)
+    gc.collect()
+    start = time.process_time()
+    _everything(raw, text)
+    took = time.process_time() - start
+    assert took < PER_INPUT_CPU, f"{took:.2f} s of CPU for {len(text):,} characters in {place}"

@@ -63,7 +63,9 @@ _AUTO_HEADERS = (
 _NOREPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|noreply)(?:[-_.+]|$)")
 # List servers' role addresses, never a person (DESIGN §3: list owner/admin/request addresses):
 # owner-list@, list-owner@, list-admin@ (Mailman 2), list-request@, list-bounces@, VERP tails included.
-_LIST_ROLE = re.compile(r"(?:^owner-|[-+](?:owner|admin|request|bounces?)(?:[-+].*)?$)")
+# DOTALL: with a line break in the address (a folded Return-Path), ".*$" failed and was tried
+# again from every later "-owner", quadratically.
+_LIST_ROLE = re.compile(r"(?:^owner-|[-+](?:owner|admin|request|bounces?)(?:[-+].*)?$)", re.DOTALL)
 # Cron, monitoring and CI reports sent from system accounts; postmaster (DESIGN §3) and the list
 # servers' own addresses (a "Loop Alert" from listmaster@ or majordomo@).
 _SYSTEM = {"daemon", "nobody", "cron", "www-data", "apache", "oracle", "nagios", "zabbix",

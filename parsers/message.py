@@ -487,7 +487,7 @@ def _recipients(hdr: _Headers) -> tuple[str, ...]:
 def _return_path(value: str) -> str | None:
     if not value and value is not None:
         return None
-    stripped = value.strip()
+    stripped = _unfold(value)
     if stripped in ("", "<>", "<<>>"):
         return ""
     match = re.search(r"<([^<>]*)>", stripped)

@@ -123,6 +123,9 @@ HEADER_SHAPES = [
           lambda h: parse_message(_with_part(h)), 1_000),
     Shape("header RFC 2231 parameters", lambda n: "Content-Disposition: attachment; "
           + "".join(f"filename*{i}=a; " for i in range(n)), lambda h: parse_message(_with_part(h)), 500),
+    # The list-role pattern ran ".*$" into the line break of a folded Return-Path from every "-owner".
+    Shape("header folded Return-Path", lambda n: "Return-Path: <" + "-owner-" * n + "\r\n x>\r\n",
+          lambda h: parse_message(_mail(h)), 1_000),
     Shape("header encoded words in a file name", lambda n: 'Content-Disposition: attachment; filename="'
           + "=?utf-8?q?a?=" * n + '"', lambda h: parse_message(_with_part(h)), 1_000),
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from parsers import message
-from parsers.html_text import MAX_HTML, MAX_OUTPUT, MAX_QUOTE_DEPTH, html_to_text
+from parsers.html_text import MAX_HTML, MAX_OPEN, MAX_OUTPUT, MAX_QUOTE_DEPTH, html_to_text
 from parsers.message import parse_message
 
 
@@ -85,3 +85,9 @@ def test_html_over_the_size_limit_is_cut_before_conversion() -> None:
 def test_the_text_produced_is_bounded() -> None:
     text = html_to_text("<blockquote>" * 20 + "x<br>" * (MAX_OUTPUT // 2))
     assert MAX_OUTPUT <= len(text) <= MAX_OUTPUT + 100
+
+
+def test_open_elements_tracked_are_bounded() -> None:
+    # Below MAX_OPEN open elements a quote still opens; deeper ones only break lines.
+    assert html_to_text("<div>" * (MAX_OPEN - 1) + "<blockquote>x") == "> x"
+    assert html_to_text("<div>" * MAX_OPEN + "<blockquote>x") == "x"

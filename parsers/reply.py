@@ -181,7 +181,7 @@ def _bare(line: str) -> str:
     return line.strip().rstrip(_TRAILING).rstrip()
 
 
-def keyword_words(line: str) -> str | None:
+def _keyword_words(line: str) -> str | None:
     """The words a line states, upper-case, punctuation and symmetric emphasis removed; None when the
     line is too long to be a keyword line (DESIGN §3: the whole line must state the decision)."""
     if len(line) > MAX_KEYWORD_LINE:
@@ -200,7 +200,7 @@ def find_command(text: str) -> Command | None:
     """The keyword on the first own non-empty line; the line must BE the keyword (DESIGN §3)."""
     own = reply_text(text)
     first = next((line for line in own.split("\n") if not _is_blank(line)), "")
-    word = keyword_words(first)
+    word = _keyword_words(first)
     if not word:
         return None
     entry = KEYWORDS.get(word)

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.render import Renderer
+from daemon.mail.render import Renderer
 from parsers.classify import NewRequest, classify, dmarc_passed
 from parsers.form import parse_form
 from parsers.html_text import html_to_text

@@ -31,7 +31,6 @@ def html_to_text(markup: str) -> str:
 
 # ----------------------------------------------------------------- tokenizer
 
-_SPACE = "\t\n\f\r "
 _TAG_NAME = re.compile(r"[^\t\n\f\r />]*")
 _SPACES_SLASHES = re.compile(r"[\t\n\f\r /]*")
 _SPACES = re.compile(r"[\t\n\f\r ]*")

@@ -61,11 +61,16 @@ _AUTO_HEADERS = (
 )
 # Shop and platform notifications (no-reply@, donotreply@) and challenge-response systems.
 _NOREPLY = re.compile(r"(?:^|[-_.+])(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|noreply)(?:[-_.+]|$)")
-# Mailman/majordomo envelope and Sender addresses: owner-list@, list-bounces@, list-request@.
-_LIST_ROLE = re.compile(r"(?:^owner-|[-+](?:owner|request|bounces?)(?:[-+].*)?$)")
-# Cron, monitoring and CI reports sent from system accounts.
+# List servers' role addresses, never a person (DESIGN §3: list owner/admin/request addresses):
+# owner-list@, list-owner@, list-admin@ (Mailman 2), list-request@, list-bounces@, VERP tails included.
+# DOTALL: with a line break in the address (a folded Return-Path), ".*$" failed and was tried
+# again from every later "-owner", quadratically.
+_LIST_ROLE = re.compile(r"(?:^owner-|[-+](?:owner|admin|request|bounces?)(?:[-+].*)?$)", re.DOTALL)
+# Cron, monitoring and CI reports sent from system accounts; postmaster (DESIGN §3) and the list
+# servers' own addresses (a "Loop Alert" from listmaster@ or majordomo@).
 _SYSTEM = {"daemon", "nobody", "cron", "www-data", "apache", "oracle", "nagios", "zabbix",
-           "jenkins", "logwatch", "anacron", "bounce", "bounces"}
+           "jenkins", "logwatch", "anacron", "bounce", "bounces", "postmaster", "listmaster",
+           "majordomo", "listserv", "listproc", "mailman", "sympa", "ecartis"}
 # Web forms and scripts (PHPMailer, Perl MIME::Lite), e.g. the ISP feedback-loop reports.
 _SCRIPT_MAILER = re.compile(r"libwww-perl|mime::lite|swift ?mailer|phpmailer|python-requests", re.I)
 # Out-of-office replies in the languages our partners write, plus read receipts and ARF reports.
@@ -108,9 +113,11 @@ _STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 # send only Action; RFC 3463's X.0.0 ("other undefined status") keeps a delay apart from a failure.
 _ACTION_STATUS = {"failed": "5.0.0", "delayed": "4.0.0"}
 # Text-only bounces (qmail, Exim, Exchange NDR) write "Status: 5.1.1" or "550 5.1.1" in the body.
-_LEGACY_STATUS = re.compile(r"(?im)(?:^\s*status:\s*|\b[45]\d\d[ -]#?)([45]\.\d{1,3}\.\d{1,3})\b")
+# Horizontal space only: a "\s*" after "^" would run over every following blank line, again from
+# each of them (quadratic in a run of blank lines).
+_LEGACY_STATUS = re.compile(r"(?im)(?:^[ \t]*status:[ \t]*|\b[45]\d\d[ -]#?)([45]\.\d{1,3}\.\d{1,3})\b")
 # ... and quote the returned message's Message-ID line, often indented or ">"-quoted.
-_LEGACY_ID = re.compile(r"(?im)^[ \t>]*(?:original-)?message-id:\s*<([^<>\s]+)>")
+_LEGACY_ID = re.compile(r"(?im)^[ \t>]*(?:original-)?message-id:[ \t]*(?:\n[ \t]+)?<([^<>\s]+)>")
 _ANGLE_ID = re.compile(r"<([^<>\s]{1,998})>")
 
 

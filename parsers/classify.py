@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import authres
 
 from parsers.form import FormResult, parse_form
-from parsers.message import ParsedMessage
+from parsers.message import ParsedMessage, ascii_domain
 from parsers.ref import find_refs as refs_in
 from parsers.reply import Command, Keyword, find_command, find_refs, token_candidates
 
@@ -65,7 +65,7 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     if _same_mailbox(msg.sender, own_address):
         return Ignore("from_ourselves")
     command = find_command(msg.text)
-    tokens = token_candidates(msg)
+    tokens = token_candidates(msg, own_address.rpartition("@")[2])
     if tokens:
         return Reply(command, tokens, subject_refs(msg))
     if command is not None and command.keyword is Keyword.STATUS:
@@ -94,18 +94,34 @@ def sender_allowed(sender: str, partner_domains: tuple[str, ...]) -> bool:
     return any(domain == d or domain.endswith("." + d) for d in partner_domains)
 
 
+MAX_AUTH_RESULTS = 8_000      # characters of the one Authentication-Results value parsed; ours is far shorter
+
+
 def dmarc_passed(msg: ParsedMessage, trusted_authserv_id: str) -> bool:
-    """Only an Authentication-Results header added by our own server counts (RFC 8601 §5)."""
-    for value in msg.authentication_results:
-        try:
-            header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {value}")
-        except authres.AuthResError:
-            continue
-        if header.authserv_id.lower() != trusted_authserv_id.lower():
-            continue
-        if any(r.method == "dmarc" and r.result == "pass" for r in header.results):
-            return True
-    return False
+    """DESIGN §3: only the topmost Authentication-Results header added by our own server counts (a
+    receiving server prepends its own, RFC 8601 §5, so one below it with our name may be forged),
+    and its dmarc=pass must be for the domain of the From address."""
+    trusted = trusted_authserv_id.strip().lower()
+    ours = next((value for value in msg.authentication_results if _authserv_id(value) == trusted), None)
+    if ours is None or msg.sender is None or len(ours) > MAX_AUTH_RESULTS:
+        return False
+    try:
+        header = authres.AuthenticationResultsHeader.parse(f"Authentication-Results: {ours}")
+    except (authres.AuthResError, RecursionError):        # authres recurses into nested comments
+        return False
+    domain = ascii_domain(msg.sender.rpartition("@")[2])
+    return any(
+        result.method == "dmarc" and result.result == "pass"
+        and any(p.type == "header" and p.name == "from" and ascii_domain(str(p.value)) == domain
+                for p in result.properties)
+        for result in header.results
+    )
+
+
+def _authserv_id(value: str) -> str:
+    """The first word of the value, before its ";" (RFC 8601 §2.2), without parsing the rest."""
+    words = value[:MAX_AUTH_RESULTS].split(";", 1)[0].split()
+    return words[0].lower() if words else ""
 
 
 def subject_refs(msg: ParsedMessage) -> tuple[str, ...]:

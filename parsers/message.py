@@ -31,7 +31,7 @@ import mailparser
 from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids
 from parsers.html_text import html_to_text
 
-__all__ = ["ParsedMessage", "html_to_text", "parse_message"]
+__all__ = ["ParsedMessage", "ascii_domain", "html_to_text", "parse_message"]
 
 # mail-parser logs a WARNING ("Email content 'rfc822-headers' not handled") for ordinary
 # mail on "mailparser.core"; its loggers all sit under "mailparser". Our log is one
@@ -41,9 +41,12 @@ logging.getLogger("mailparser").setLevel(logging.ERROR)
 MAX_TEXT = 1_000_000          # characters of body text kept (bounds later regex work)
 MAX_ATTACHMENT_TEXT = 1_000_000  # characters of attached .txt files kept, all files together
 MAX_PARTS = 1_000             # MIME parts inspected for classification
-MAX_HTML = 4_000_000          # characters of HTML fed to the converter
 MAX_ADDRESS_HEADER = 20_000  # characters of one address header given to the parser
 MAX_IDS = 50                  # Message-IDs kept per header
+# Header fields are cut before any parser sees them, where the stdlib's cost is quadratic:
+MAX_ENCODED_WORDS = 100       # "=?" per header field (email.header.decode_header: list.pop(0) per word)
+MAX_MIME_FIELD = 8_000        # bytes of a Content-Type/-Disposition field, anywhere in the message
+MAX_MIME_PARAMS = 64          # ";" in one (email.message._parseparam re-counts quotes and copies per ";")
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     defects: list[str] = []
     # A UTF-8 byte-order mark (Windows tools add one) would turn every header into body.
     body = raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
-    msg, plains, htmls = _parse_tree(body, defects)
+    msg, plains, htmls = _parse_tree(_bounded_fields(body, defects), defects)
     hdr = _Headers(msg)
     parts = _Parts(msg, defects)
 
@@ -145,6 +148,66 @@ def parse_message(raw: bytes) -> ParsedMessage:
         defects=tuple(_dedupe(defects)),
         attachment_text=attachment_text,
     )
+
+
+# --------------------------------------------------------------------------- field limits
+
+_FIELD = re.compile(rb"[^\n]*(?:\n[ \t][^\n]*)*")           # a line and its continuation lines
+_MIME_FIELD = re.compile(rb"^content-(?:type|disposition)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+# The start of a field long enough to hold more than MAX_ENCODED_WORDS encoded words; shorter
+# fields (nearly all) never reach Python code.
+_LONG_FIELD = re.compile(rb"^(?![ \t])(?:[^\n]|\n[ \t]){%d}" % (2 * MAX_ENCODED_WORDS), re.MULTILINE)
+
+
+def _nth(raw: bytes, needle: bytes, n: int, start: int, end: int) -> int:
+    """Index of the n-th `needle` in raw[start:end], or -1 when there are fewer."""
+    at = start - 1
+    for _ in range(n):
+        at = raw.find(needle, at + 1, end)
+        if at < 0:
+            return -1
+    return at
+
+
+def _bounded_fields(raw: bytes, defects: list[str]) -> bytes:
+    """The message with over-long header fields cut (STYLE "Bounded by construction"), in one linear pass.
+
+    Which lines are part headers is known only after parsing, so every line that starts a
+    Content-Type or Content-Disposition field is treated as one; encoded words are decoded
+    from the top-level header block only. A field of real mail is far inside these limits.
+    """
+    cuts: list[tuple[int, int]] = []                    # byte ranges [start, end) to drop
+    blank = _BLANK_LINE.search(raw)
+    head_end = blank.start() if blank else len(raw)
+    if raw.count(b"=?", 0, head_end) > MAX_ENCODED_WORDS:
+        for found in _LONG_FIELD.finditer(raw, 0, head_end):
+            field = _FIELD.match(raw, found.start())
+            end = field.end() if field else head_end
+            cut = _nth(raw, b"=?", MAX_ENCODED_WORDS + 1, found.start(), end)
+            if cut >= 0:
+                cuts.append((cut, end))
+    for mime in _MIME_FIELD.finditer(raw):
+        start = mime.start()
+        field = _FIELD.match(raw, start)
+        end = field.end() if field else start
+        limit = min(end, start + MAX_MIME_FIELD)
+        for needle, count in ((b";", MAX_MIME_PARAMS), (b"=?", MAX_ENCODED_WORDS)):
+            cut = _nth(raw, needle, count + 1, start, limit)
+            limit = cut if cut >= 0 else limit
+        if limit < end:
+            cuts.append((limit, end))
+    if not cuts:
+        return raw
+    defects.append("header field cut")
+    out: list[bytes] = []
+    kept = 0
+    for start, end in sorted(cuts):
+        if end > kept:
+            out.append(raw[kept:max(start, kept)])
+            kept = end
+    out.append(raw[kept:])
+    return b"".join(out)
 
 
 # --------------------------------------------------------------------------- tree
@@ -274,7 +337,7 @@ def _choose_text(plains: list[str], htmls: list[str], attachment: str) -> tuple[
         return _normalise(plain), "plain"
     markup = "\n".join(htmls)
     if markup.strip():
-        converted = html_to_text(markup[:MAX_HTML])
+        converted = html_to_text(markup)      # bounded there: MAX_HTML, MAX_OUTPUT
         if converted.strip():
             return converted, "html"
     if attachment.strip():
@@ -379,6 +442,17 @@ def _usable_address(addr: str) -> bool:
     return True
 
 
+def ascii_domain(domain: str) -> str:
+    """Lower-case A-label form, so "Bücher.example" and "xn--bcher-kva.example" compare equal."""
+    domain = domain.strip().rstrip(".").lower()
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        return domain
+
+
 def _addresses(value: str) -> list[tuple[str, str]]:
     if not value:
         return []
@@ -413,7 +487,7 @@ def _recipients(hdr: _Headers) -> tuple[str, ...]:
 def _return_path(value: str) -> str | None:
     if not value and value is not None:
         return None
-    stripped = value.strip()
+    stripped = _unfold(value)
     if stripped in ("", "<>", "<<>>"):
         return ""
     match = re.search(r"<([^<>]*)>", stripped)

@@ -10,11 +10,13 @@ import enum
 import re
 from dataclasses import dataclass
 
-from parsers.message import ParsedMessage
+from parsers.message import ParsedMessage, ascii_domain
 from parsers.ref import find_refs as refs_in
 
 MAX_TOKENS = 20
 MAX_SCAN_LINES = 5_000      # lines of a reply inspected before giving up
+MAX_HEADER_LINE = 1_000     # characters; a longer line is never a quote header or separator
+MAX_KEYWORD_LINE = 200      # characters; a longer line never states a decision
 TOKEN_LENGTH = 26           # 128 random bits in lower-case base32
 
 
@@ -53,13 +55,14 @@ class Command:
 
 # ----------------------------------------------------------------- quote headers
 
-# "On … wrote:" in the languages mail clients ship; may be wrapped over two lines.
-_ATTRIBUTION = re.compile(
-    r"(?:\bwrote|\bschrieb(?:\s+am\b.{0,200})?|написал\w*|\ba écrit|\bescribió|\bha scritto|\bschreef"
-    r"|\bskrev|\bnapisał\w*|\bkirjoitti)\s*:\s*$"
-    r"|^\s*am\b.{0,300}\bschrieb\b.{0,300}:\s*$",                      # "Am …, schrieb Name <a@b>:"
+# "On … wrote:" in the languages mail clients ship: the line ends in the verb and a colon.
+_WROTE = re.compile(
+    r"(?:\bwrote|\bschrieb|написал\w*|\ba écrit|\bescribió|\bha scritto|\bschreef|\bskrev|\bnapisał\w*"
+    r"|\bkirjoitti)\s*:\s*$",
     re.IGNORECASE,
 )
+# German clients also put the verb first: "Am 24.11.2026 um 10:00 schrieb Name <a@b>:".
+_SCHRIEB = re.compile(r"\bschrieb\b", re.IGNORECASE)
 _ATTRIBUTION_LEAD = re.compile(r"^\s*(?:on|am|le|el|il|op|den|w dniu)\s|\d|@", re.IGNORECASE)
 # The first half of a wrapped attribution: starts like one, or carries a date.
 _WRAPPED_LEAD = re.compile(r"^\s*(?:on|am|le|el|il|op|den|w dniu)\s|^\s*\d{1,4}[./-]\d{1,2}[./-]\d{1,4}",
@@ -72,32 +75,60 @@ _SEPARATOR = re.compile(
 )
 _HDR_FROM = re.compile(r"^\s*\**(?:from|von|de)\s*:\**\s", re.IGNORECASE)
 _HDR_OTHER = re.compile(r"^\s*\**(?:sent|gesendet|date|datum|to|an|subject|betreff|cc)\s*:\**(?:\s|$)", re.IGNORECASE)
-_GERMAN_HEADER = re.compile(r"^\s*(?:am\b.*\bschrieb|.*\bschrieb\b.*:\s*$|\**von\s*:|\**gesendet\s*:|-+\s*urspr)",
-                            re.IGNORECASE)
+_GERMAN_LABEL = re.compile(r"^\s*(?:\**von\s*:|\**gesendet\s*:|-+\s*urspr)", re.IGNORECASE)
+_GERMAN_AM = re.compile(r"^\s*am\b", re.IGNORECASE)
+
+
+def _short(line: str) -> bool:
+    """Quote headers and separators are short lines; longer ones are never inspected by a pattern."""
+    return len(line) <= MAX_HEADER_LINE
 
 
 def _is_header_block(lines: list[str], i: int) -> bool:
     """Outlook's "From:/Sent:/To:/Subject:" block: a From: line followed closely by two more labels."""
-    if not _HDR_FROM.match(lines[i]):
+    if not (_short(lines[i]) and _HDR_FROM.match(lines[i])):
         return False
-    labels = sum(1 for line in lines[i + 1:i + 7] if _HDR_OTHER.match(line))
+    labels = sum(1 for line in lines[i + 1:i + 7] if _short(line) and _HDR_OTHER.match(line))
     return labels >= 2
+
+
+def _says_wrote(text: str) -> bool:
+    stripped = text.rstrip()
+    return stripped.endswith(":") and bool(_WROTE.search(stripped) or _SCHRIEB.search(stripped))
 
 
 def _attribution_length(lines: list[str], i: int) -> int:
     """1 or 2 when lines[i] starts an "On <date>, <name> wrote:" line, else 0."""
     line = lines[i]
-    if len(line) < 1_000 and _ATTRIBUTION.search(line) and _ATTRIBUTION_LEAD.search(line):
+    if not _short(line):
+        return 0
+    if _ATTRIBUTION_LEAD.search(line) and _says_wrote(line):
         return 1
     if i + 1 < len(lines) and _WRAPPED_LEAD.search(line) and not line.rstrip().endswith(":"):
         joined = f"{line.rstrip()} {lines[i + 1].strip()}"
-        if len(joined) < 1_000 and _ATTRIBUTION.search(joined):
+        if _short(joined) and _says_wrote(joined):
             return 2
     return 0
 
 
 def _is_quoted(line: str) -> bool:
     return line.lstrip().startswith(">")
+
+
+def _is_original(lines: list[str], i: int) -> bool:
+    """Where the original email begins: a separator line or Outlook's header block."""
+    return (_short(lines[i]) and bool(_SEPARATOR.match(lines[i]))) or _is_header_block(lines, i)
+
+
+def _quote_follows(lines: list[str], i: int) -> bool:
+    """An attribution heads a quote only when the quote follows it: "> " lines (HTML quotes come out
+    as those too), or the original in Outlook's form (Yahoo writes "--- On … wrote:" above a
+    "From:/Sent:" block). "DECLINE - as my boss (boss@acme.example) wrote:" above an own line
+    is the answer itself (DESIGN §3)."""
+    for j in range(i, len(lines)):
+        if lines[j].strip():
+            return _is_quoted(lines[j]) or _is_original(lines, j)
+    return False
 
 
 def reply_text(text: str) -> str:
@@ -107,10 +138,10 @@ def reply_text(text: str) -> str:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if _SEPARATOR.match(line) or _is_header_block(lines, i):
+        if _is_original(lines, i):
             break                      # everything below is the original, quoted or not
         skip = _attribution_length(lines, i)
-        if skip:
+        if skip and _quote_follows(lines, i + skip):
             i += skip
             continue
         if not _is_quoted(line):
@@ -119,37 +150,86 @@ def reply_text(text: str) -> str:
     return "\n".join(own).strip("\n")
 
 
+def _is_german_header(line: str) -> bool:
+    """Outlook's "Von:/Gesendet:" or a German attribution: the language a bare STATUS is answered in."""
+    if not _short(line):
+        return False
+    if _GERMAN_LABEL.match(line):
+        return True
+    return bool(_SCHRIEB.search(line)) and (bool(_GERMAN_AM.match(line)) or line.rstrip().endswith(":"))
+
+
 # ----------------------------------------------------------------- commands
 
-_DECORATION = " \t*_~`\u00a0\u200b"
-_TRAILING = re.compile(r"[\s.!?,;:…)\]*_~`'\"]+$")
+# Never meaningful, and dropped before anything is compared: "AC\u200bCEPT" reads as ACCEPT.
+_INVISIBLE = str.maketrans({c: None for c in "\u200b\u200c\u200d\u2060\ufeff\u00ad"})
+# DESIGN §3: trailing full stops (an ellipsis is three), exclamation marks and commas are ignored,
+# never a question mark: "ACCEPT?" is a question, not a decision.
+_TRAILING = ".!,\u2026"
+# Emphasis that plain-text parts and Markdown write around a word: *ACCEPT*, **ACCEPT**, _ACCEPT_,
+# `ACCEPT`. Accepted only when the same marks close as open, so "*ACCEPT" (a footnote, a bullet)
+# is not a decision. "~" is not among them: ~~ACCEPT~~ is struck through.
+_EMPHASIS = "*_`"
 _STATUS_LINE = re.compile(r"^STATUS(?:\s*[:#-]?\s*(SA-\d{6,12}))?$")
+
+
+def _is_blank(line: str) -> bool:
+    return not line.translate(_INVISIBLE).strip(" \t\u00a0" + _EMPHASIS + "~")
+
+
+def _bare(line: str) -> str:
+    return line.strip().rstrip(_TRAILING).rstrip()
+
+
+def _keyword_words(line: str) -> str | None:
+    """The words a line states, upper-case, punctuation and symmetric emphasis removed; None when the
+    line is too long to be a keyword line (DESIGN §3: the whole line must state the decision)."""
+    if len(line) > MAX_KEYWORD_LINE:
+        return None
+    word = _bare(line.translate(_INVISIBLE))
+    opening = len(word) - len(word.lstrip(_EMPHASIS))
+    closing = len(word) - len(word.rstrip(_EMPHASIS))
+    if opening or closing:
+        if word[:opening] != word[len(word) - closing:][::-1]:
+            return None
+        word = _bare(word[opening:len(word) - closing])
+    return " ".join(word.split()).upper()
 
 
 def find_command(text: str) -> Command | None:
     """The keyword on the first own non-empty line; the line must BE the keyword (DESIGN §3)."""
     own = reply_text(text)
-    first = next((line for line in own.split("\n") if line.strip(_DECORATION)), "")
-    word = _TRAILING.sub("", first.strip(_DECORATION)).strip(_DECORATION).upper()
-    word = re.sub(r"\s+", " ", word)
+    first = next((line for line in own.split("\n") if not _is_blank(line)), "")
+    word = _keyword_words(first)
+    if not word:
+        return None
     entry = KEYWORDS.get(word)
     if entry is not None and entry[0] is not Keyword.STATUS:
         return Command(keyword=entry[0], language=entry[1], ref=None)
     status = _STATUS_LINE.match(word)
     if status is None:
         return None
-    german = any(_GERMAN_HEADER.match(line) for line in text.split("\n")[:MAX_SCAN_LINES])
+    german = any(_is_german_header(line) for line in text.split("\n", MAX_SCAN_LINES)[:MAX_SCAN_LINES])
     return Command(keyword=Keyword.STATUS, language="de" if german else "en", ref=status.group(1))
 
 
 # ----------------------------------------------------------------- tokens and refs
 
-_TOKEN = re.compile(r"(?<![A-Za-z0-9])([A-Za-z2-7]{26})(?![A-Za-z0-9])")
 _TOKEN_EXACT = re.compile(r"[a-z2-7]{26}")
+# The footer line our templates write (templates/*/_base.{txt,html}.j2): "Ref: SA-000042 · Code: <token>",
+# alone on its line. It comes back quoted ("> ", "> > "), converted from HTML, unquoted below
+# Outlook's header block or in a one-click answer, and with the middle dot mangled by a charset
+# ("Â·", "?"): a few characters of anything may stand between the reference and "Code:".
+_CODE_LINE = re.compile(r"^[ \t>]*(?:Ref:[ \t]*SA-\d{6,12}[^\n]{0,12}?)?Code:[ \t]*([A-Za-z2-7]{26})[ \t]*$",
+                        re.IGNORECASE | re.MULTILINE)
 
 
-def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
-    """Possible reply tokens, most trustworthy place first: plus-address, then thread ids, then body."""
+def token_candidates(msg: ParsedMessage, own_domain: str) -> tuple[str, ...]:
+    """Possible reply tokens, found only where we put them (DESIGN §3), most trustworthy first:
+    the Reply-To plus-address (back in To/Cc/Delivered-To/X-Original-To), our own Message-IDs
+    (`<token>.<ref>@<own_domain>`) in In-Reply-To/References, then the `Code:` footer line.
+    A word of the right length anywhere else ("Datenschutzgrundverordnung") is not a token."""
+    domain = ascii_domain(own_domain)
     found: dict[str, None] = {}
 
     def add(candidate: str) -> None:
@@ -157,15 +237,18 @@ def token_candidates(msg: ParsedMessage) -> tuple[str, ...]:
             found.setdefault(candidate.lower(), None)
 
     for addr in msg.recipients:
-        local = addr.rsplit("@", 1)[0]
-        if "+" in local:
+        local, _, at = addr.rpartition("@")
+        if "+" in local and ascii_domain(at) == domain:
             tail = local.rsplit("+", 1)[1].lower()
             if _TOKEN_EXACT.fullmatch(tail):
                 add(tail)
     for message_id in (*msg.in_reply_to, *msg.references):
-        for match in _TOKEN.finditer(message_id):
-            add(match.group(1))
-    for match in _TOKEN.finditer(msg.text):
+        local, _, at = message_id.rpartition("@")
+        if ascii_domain(at) == domain:
+            first = local.split(".", 1)[0].lower()
+            if _TOKEN_EXACT.fullmatch(first):
+                add(first)
+    for match in _CODE_LINE.finditer(msg.text):
         if len(found) >= MAX_TOKENS:
             break
         add(match.group(1))

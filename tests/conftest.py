@@ -5,9 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from e2e import Install
-from seeds import replay_hint
+from seeds import SOAK, replay_hint
+
+# Hypothesis is deterministic by default, so CI is green every time; SMARTACCT_SOAK=1 draws fresh
+# examples, more of them. A failure prints how to replay it (print_blob). No deadline and no
+# too_slow check: both measure wall time, which a busy CI machine makes flaky.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", derandomize=False, max_examples=1_000, deadline=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("soak" if SOAK else "ci")
 
 pytest_plugins = ["servers", "pg"]
 

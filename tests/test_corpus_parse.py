@@ -10,15 +10,18 @@ import pytest
 from parsers.message import ParsedMessage, parse_message
 from parsers.reply import find_command, reply_text, token_candidates
 
-CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
+# ../shared/corpus from the repository; a git worktree one level deeper finds it too.
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:]
+               if (p / "shared" / "corpus" / "index.tsv").is_file()),
+              Path(__file__).parent.parent.parent / "shared" / "corpus")
 if not (CORPUS / "index.tsv").is_file():
     raise RuntimeError(f"the email corpus is missing: expected it at {CORPUS}")
 
 FILES = sorted(CORPUS.glob("*/*.eml"))
 NEVER_ANSWER = [p for p in FILES if p.parent.name in ("auto_reply", "bounce", "list_bulk")]
 HUMAN = [p for p in FILES if p.parent.name == "human"]
-# Achieved: 147 of 147 human files are not automatic; allow a little slack for future signals.
-MIN_HUMAN_RECOGNITION = 0.97
+# Human mail the contract never answers all the same (DESIGN §3: postmaster, whoever writes from it).
+NEVER_ANSWERED_HUMAN = {"human/flanker__long-links.eml": ("from:system",)}
 
 
 def _id(path: Path) -> str:
@@ -52,7 +55,7 @@ def test_parses_with_sane_types(path: Path) -> None:
     # The reply functions must cope with whatever text real mail produces.
     assert isinstance(reply_text(msg.text), str)
     find_command(msg.text)
-    assert len(token_candidates(msg)) <= 20
+    assert len(token_candidates(msg, "example.com")) <= 20
 
 
 @pytest.mark.parametrize("path", NEVER_ANSWER, ids=_id)
@@ -61,8 +64,7 @@ def test_automatic_mail_is_recognised(path: Path) -> None:
     assert msg.is_automatic, "no auto/bounce mark"
 
 
-def test_human_mail_is_mostly_not_automatic() -> None:
+def test_human_mail_is_not_automatic() -> None:
     parsed = {_id(p): parse_message(p.read_bytes()) for p in HUMAN}
-    flagged = {name: (m.auto_marks, m.bounce_marks) for name, m in parsed.items() if m.is_automatic}
-    rate = 1 - len(flagged) / len(HUMAN)
-    assert rate >= MIN_HUMAN_RECOGNITION, flagged
+    flagged = {name: m.auto_marks + m.bounce_marks for name, m in parsed.items() if m.is_automatic}
+    assert flagged == NEVER_ANSWERED_HUMAN

@@ -12,7 +12,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from parsers.message import parse_message
+from parsers.classify import MAX_AUTH_RESULTS, Ignore, classify, dmarc_passed
+from parsers.message import MAX_ENCODED_WORDS, MAX_MIME_FIELD, MAX_MIME_PARAMS, parse_message
 
 
 def _mail(body: str = "Hello", **headers: str) -> EmailMessage:
@@ -354,6 +355,96 @@ def test_mdn_and_arf_are_automatic_not_bounces() -> None:
         assert "content-type:multipart/report" in p.auto_marks and not p.is_bounce
 
 
-def test_postmaster_person_is_not_a_bounce() -> None:
+def test_postmaster_is_never_answered_but_not_a_bounce() -> None:
+    # DESIGN §3 lists postmaster among the senders never answered, whoever writes from it.
     p = parse_message(_mail(From="Bob <postmaster@example.com>", Subject="Please enjoy this link").as_bytes())
-    assert not p.is_automatic
+    assert "from:system" in p.auto_marks and not p.is_bounce
+
+
+# ------------------------------------------------------------------ list and system roles (issue 11)
+
+LOOP_ALERT = ("Your message to the list was returned to you because it looped back to the list.\n"
+              "If you think this is wrong, reply to this message.\n")
+
+
+@pytest.mark.parametrize(
+    ("sender", "mark"),
+    [
+        ("Sales List <sales-admin@partner.example>", "from:list-role"),      # Mailman 2's -admin address
+        ("sales-admin+bounce=x@partner.example", "from:list-role"),
+        ("Listmaster <listmaster@partner.example>", "from:system"),
+        ("postmaster@partner.example", "from:system"),
+        ("LISTSERV@partner.example", "from:system"),
+        ("majordomo@partner.example", "from:system"),
+    ],
+)
+def test_list_servers_and_postmaster_are_never_answered(sender: str, mark: str) -> None:
+    # A "Loop Alert" with no list header at all, from a domain the sender rule lets through.
+    msg = parse_message(_mail(LOOP_ALERT, From=sender, Subject="Loop Alert").as_bytes())
+    assert mark in msg.auto_marks
+    intent = classify(msg, partner_domains=("partner.example",), own_address="smart-accounts@example.com")
+    assert isinstance(intent, Ignore) and intent.reason.startswith("automatic:")
+
+
+
+# ------------------------------------------------------------------ header field limits (issue 11)
+
+def _words(count: int) -> str:
+    return " ".join(f"=?utf-8?q?w{i}?=" for i in range(count))
+
+
+def _subject(value: str) -> bytes:
+    return f"From: pat@partner.example\r\nSubject: {value}\r\n\r\nHello\r\n".encode()
+
+
+def test_encoded_words_per_field_are_limited() -> None:
+    # Adjacent encoded words join without the space between them (RFC 2047 §6.2).
+    within = parse_message(_subject(_words(MAX_ENCODED_WORDS)))
+    assert within.subject == "".join(f"w{i}" for i in range(MAX_ENCODED_WORDS))
+    over = parse_message(_subject(_words(MAX_ENCODED_WORDS + 1)))
+    assert over.subject == within.subject and "header field cut" in over.defects
+
+
+def _koi8(content_type: str) -> bytes:
+    return (f"From: pat@partner.example\r\nSubject: x\r\nContent-Type: {content_type}\r\n\r\n".encode()
+            + "Привет".encode("koi8-r"))
+
+
+def test_mime_parameters_per_field_are_limited() -> None:
+    # MAX_MIME_PARAMS semicolons still reach the charset; one more cuts the field before it.
+    params = "; ".join(f"x{i}=1" for i in range(MAX_MIME_PARAMS - 1))
+    assert parse_message(_koi8(f"text/plain; {params}; charset=koi8-r")).text == "Привет"
+    over = parse_message(_koi8(f"text/plain; {params}; x=1; charset=koi8-r"))
+    assert over.text != "Привет" and "header field cut" in over.defects
+
+
+def test_mime_fields_are_limited_in_length() -> None:
+    head = "Content-Type: text/plain; x="
+    tail = "; charset=koi8-r"
+    fits = "text/plain; x=" + "a" * (MAX_MIME_FIELD - len(head) - len(tail)) + tail
+    assert parse_message(_koi8(fits)).text == "Привет"
+    over = parse_message(_koi8(fits.replace("x=a", "x=aa")))
+    assert over.text != "Привет" and "header field cut" in over.defects
+
+
+# ------------------------------------------------------------------ DMARC (DESIGN §3)
+
+def _dmarc(*results: str) -> bool:
+    headers = "".join(f"Authentication-Results: {value}\r\n" for value in results)
+    raw = f"From: Pat <pat@partner.example>\r\nSubject: Re: Review\r\n{headers}\r\nCONFIRM\r\n".encode()
+    return dmarc_passed(parse_message(raw), "MX.example.com")
+
+
+def test_dmarc_counts_only_our_topmost_header_and_only_for_the_from_domain() -> None:
+    ours = "mx.example.com; dmarc=pass (p=none dis=none) header.from=Partner.Example"
+    assert _dmarc("relay.example; dmarc=fail header.from=partner.example", ours)
+    # A header below ours that carries our name was added before our server saw the mail: forged.
+    assert not _dmarc("mx.example.com; dmarc=fail header.from=partner.example", ours)
+    assert not _dmarc("mx.example.com; dmarc=pass header.from=elsewhere.example")
+    assert not _dmarc("mx.example.com; spf=pass smtp.mailfrom=partner.example")
+
+
+def test_dmarc_headers_too_long_or_too_deep_are_not_a_pass() -> None:
+    long = "mx.example.com; " + "spf=pass smtp.mailfrom=x; " * 400 + "dmarc=pass header.from=partner.example"
+    assert len(long) > MAX_AUTH_RESULTS and not _dmarc(long)
+    assert not _dmarc("mx.example.com; " + "(" * 5_000)        # authres recursed into the comments

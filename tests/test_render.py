@@ -385,6 +385,19 @@ def test_crlf_in_thread_ids_cannot_add_a_header(renderer: Renderer) -> None:
     assert msg["References"] == "<r@b.example> <evil@x.com> <a@b.example>"
 
 
+def test_long_message_ids_thread_whole(renderer: Renderer) -> None:
+    # Exchange's Message-IDs run to 90 characters: the stdlib folded them as encoded words, and the
+    # answer never joined the thread. An id too long for one header line is dropped.
+    exchange = "AM0PR02MB5678ABCDEF0123456789ABCDEF0123456789@AM0PR02MB5678.eurprd02.prod.outlook.com"
+    fits = "a" * (980 - len("@x.example")) + "@x.example"
+    email = compose(renderer, "review", "en", context("review", "en", renderer), in_reply_to=f"<{exchange}>",
+                    references=[f"<{fits}>", f"<a{fits}>", f"<{exchange}>"])
+    assert f"In-Reply-To: <{exchange}>\r\n".encode() in email.raw        # as it was written, no "=?"
+    assert parse(email)["References"] == f"<{fits}> <{exchange}>"
+    assert f"\r\n <{exchange}>\r\n".encode() in email.raw
+    assert max(len(line) for line in email.raw.split(b"\r\n")) <= 998
+
+
 def test_template_syntax_in_a_value_renders_literally(renderer: Renderer) -> None:
     request = RequestView(note_to_customer="{{ 7*7 }} and {% if true %}x{% endif %}")
     text, html = parts(parse(compose(renderer, "activation", "en", context("activation", "en", renderer, request))))

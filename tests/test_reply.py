@@ -7,10 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from parsers.classify import Intent, NewRequest, Reply, classify
 from parsers.message import parse_message
-from parsers.reply import KEYWORDS, Command, Keyword, find_command, find_refs, reply_text, token_candidates
+from parsers.reply import (
+    KEYWORDS,
+    MAX_HEADER_LINE,
+    MAX_KEYWORD_LINE,
+    Command,
+    Keyword,
+    find_command,
+    find_refs,
+    reply_text,
+    token_candidates,
+)
 
-CORPUS = Path(__file__).parent.parent.parent / "shared" / "corpus"
+# ../shared/corpus from the repository; a git worktree one level deeper finds it too.
+CORPUS = next((p / "shared" / "corpus" for p in Path(__file__).resolve().parents[2:]
+               if (p / "shared" / "corpus" / "index.tsv").is_file()),
+              Path(__file__).parent.parent.parent / "shared" / "corpus")
 TOKEN = "abcdefghijklmnopqrstuvwxyz"[:20] + "234567"
 assert len(TOKEN) == 26
 
@@ -44,12 +58,24 @@ OUTLOOK_BLOCK_ONLY = ("From: Smart Accounts <smart-accounts@example.com>\nSent: 
         ("AKZEPTIEREN\n" + OUTLOOK_BLOCK_ONLY, Keyword.ACCEPT, "de"),
         ("Decline...\n", Keyword.DECLINE, "en"),
         ("ablehnen\n-- \nPat Partner\n", Keyword.DECLINE, "de"),
-        ("\n\n   \nHelp?\n", Keyword.HELP, "en"),
+        ("\n\n   \nHelp!\n", Keyword.HELP, "en"),
         ("HILFE\n", Keyword.HELP, "de"),
         # bottom-posted: the quote header and quote come first, the answer below
         (GMAIL_EN + QUOTE + "\nCONFIRM\n", Keyword.CONFIRM, "en"),
         (GMAIL_DE + QUOTE + "\nbestätigen\n\nGruß Pat\n", Keyword.CONFIRM, "de"),
         (QUOTE + "\naccept\n", Keyword.ACCEPT, "en"),
+        (GMAIL_EN + "\n" + QUOTE + "\nACCEPT\n", Keyword.ACCEPT, "en"),   # a blank line below the header
+        (GMAIL_EN_WRAPPED + QUOTE + "\nDECLINE\n", Keyword.DECLINE, "en"),
+        # emphasis, when symmetric (bold in a plain-text part, Markdown), and trailing . ! ,
+        ("*ACCEPT*\n", Keyword.ACCEPT, "en"),
+        ("**Accept**.\n", Keyword.ACCEPT, "en"),
+        ("*ACCEPT!*\n", Keyword.ACCEPT, "en"),
+        ("_Ablehnen_,\n", Keyword.DECLINE, "de"),
+        ("*_CONFIRM_*\n", Keyword.CONFIRM, "en"),
+        ("`cancel`\n", Keyword.CANCEL, "en"),
+        ("Decline\u2026\n", Keyword.DECLINE, "en"),       # an ellipsis is full stops
+        ("\u00a0ACCEPT\u00a0!!\n", Keyword.ACCEPT, "en"),
+        ("AC\u200bCEPT\n", Keyword.ACCEPT, "en"),         # invisible characters are dropped
     ],
 )
 def test_find_command(text: str, keyword: Keyword, language: str) -> None:
@@ -79,6 +105,44 @@ def test_no_command(text: str) -> None:
     assert find_command(text) is None
 
 
+# ------------------------------------------------------------------ consent only where it is stated (issue 11)
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Ends in "wrote:" and names an address, but nothing quoted follows: it is the answer itself.
+        "DECLINE - as my boss (boss@acme.example) wrote:\nACCEPT\n",
+        "DECLINE - as my boss (boss@acme.example) wrote:\n\nACCEPT\n\n" + GMAIL_EN + QUOTE,
+        "Am Montag schrieb mein Chef:\nAKZEPTIEREN\n",
+    ],
+)
+def test_a_quote_header_counts_only_above_a_quote(text: str) -> None:
+    assert find_command(text) is None
+
+
+@pytest.mark.parametrize("text", ["ACCEPT?", "Accept?!", "accept!?", "CONFIRM ?", "*ACCEPT?*", "Help?", "Status?"])
+def test_a_question_is_never_a_decision(text: str) -> None:
+    assert find_command(text + "\n\n" + GMAIL_EN + QUOTE) is None
+
+
+@pytest.mark.parametrize("text", ["*ACCEPT", "ACCEPT*", "**ACCEPT*", "*ACCEPT_", "~~ACCEPT~~", "~ACCEPT~",
+                                  "ACCEPT;", "ACCEPT:"])
+def test_unbalanced_or_other_decoration_is_not_a_decision(text: str) -> None:
+    assert find_command(text + "\n") is None
+
+
+def test_line_limits() -> None:
+    # A keyword line is short: padding up to MAX_KEYWORD_LINE is still read, one more character is not.
+    assert find_command("ACCEPT" + "!" * (MAX_KEYWORD_LINE - 6)) == Command(Keyword.ACCEPT, "en", None)
+    assert find_command("ACCEPT" + "!" * (MAX_KEYWORD_LINE - 5)) is None
+    # A quote header is short: a longer "wrote:" line is own text, and no keyword line.
+    attribution = "On Tue, Nov 24, 2026, Pat <pat@partner.example> wrote:"
+    fits = attribution.replace("Pat", "Pat" + "a" * (MAX_HEADER_LINE - len(attribution)))
+    assert len(fits) == MAX_HEADER_LINE
+    assert find_command(fits + "\n" + QUOTE + "\nACCEPT\n") == Command(Keyword.ACCEPT, "en", None)
+    assert find_command(fits.replace("Pat", "Pata") + "\n" + QUOTE + "\nACCEPT\n") is None
+
+
 def test_status_with_and_without_ref() -> None:
     assert find_command("STATUS SA-000042\n" + GMAIL_EN + QUOTE) == Command(Keyword.STATUS, "en", "SA-000042")
     assert find_command("status: sa-1234567.") == Command(Keyword.STATUS, "en", "SA-1234567")
@@ -96,6 +160,9 @@ def test_reply_text_drops_quotes_and_headers() -> None:
     assert reply_text("Fine by me.\nPat\n\n" + GMAIL_EN + QUOTE) == "Fine by me.\nPat"
     assert reply_text("Ok\n" + OUTLOOK_DE) == "Ok"
     assert reply_text(GMAIL_EN + QUOTE + "\nBelow\n") == "Below"
+    # Yahoo: the attribution sits above the original in Outlook's From:/Sent: form.
+    yahoo = "--- On Tue, 24/11/26, Smart Accounts <smart-accounts@example.com> wrote:\n\n" + OUTLOOK_BLOCK_ONLY
+    assert reply_text("Cancel\n\n" + yahoo) == "Cancel"
     form = "Account Name: Acme\nCustomer Email: it@acme.example\nUser Emails: a@x, b@x\n"
     assert reply_text(form) == form.rstrip("\n")
 
@@ -118,7 +185,7 @@ def test_gmail_html_reply() -> None:
         f'{TOKEN}</blockquote></div>')
     msg = parse_message(raw)
     assert find_command(msg.text) == Command(Keyword.CONFIRM, "en", None)
-    assert token_candidates(msg) == (TOKEN,)
+    assert token_candidates(msg, "example.com") == (TOKEN,)
 
 
 def test_outlook_html_reply() -> None:
@@ -151,31 +218,110 @@ def _reply(to: str = "smart-accounts@example.com", body: str = "CONFIRM\n", **he
 
 def test_token_from_plus_address() -> None:
     msg = parse_message(_reply(to=f"Smart Accounts <Smart-Accounts+x+{TOKEN.upper()}@Example.com>"))
-    assert token_candidates(msg) == (TOKEN,)
+    assert token_candidates(msg, "example.com") == (TOKEN,)
 
 
 def test_token_from_in_reply_to_and_references() -> None:
     other = "b" * 26
     msg = parse_message(_reply(In_Reply_To=f"<{TOKEN}.sa-000042@example.com>",
                                References=f"<unrelated@x> <{other}.sa-000041@example.com> <{TOKEN}.sa-000042@example.com>"))
-    assert token_candidates(msg) == (TOKEN, other)
+    assert token_candidates(msg, "example.com") == (TOKEN, other)
 
 
 def test_token_from_quoted_footer_and_order() -> None:
     body_token = "c" * 26
     msg = parse_message(_reply(to=f"smart-accounts+{TOKEN}@example.com",
                                body=f"CONFIRM\n\n> Ref: SA-000042 · Code: {body_token.upper()}\n"))
-    assert token_candidates(msg) == (TOKEN, body_token)
+    assert token_candidates(msg, "example.com") == (TOKEN, body_token)
 
 
 def test_tokens_need_exact_length_and_alphabet() -> None:
     body = "Code: " + "a" * 27 + "\nCode: " + "a" * 25 + "\nCode: " + "a" * 25 + "1\nCode: " + "a" * 25 + "8\n"
-    assert token_candidates(parse_message(_reply(to="sa+" + "a" * 25 + "@example.com", body=body))) == ()
+    assert token_candidates(parse_message(_reply(to="sa+" + "a" * 25 + "@example.com", body=body)),
+                            "example.com") == ()
 
 
 def test_token_candidates_are_bounded() -> None:
     body = "\n".join(f"Code: {chr(97 + i % 26)}{chr(97 + i // 26)}" + "x" * 24 for i in range(100))
-    assert len(token_candidates(parse_message(_reply(body=body)))) == 20
+    assert len(token_candidates(parse_message(_reply(body=body)), "example.com")) == 20
+
+
+# ------------------------------------------------------------------ tokens only where we put them (issue 11)
+
+GERMAN_REQUEST = """Guten Tag,
+
+anbei unser Antrag.
+
+Kontoname: Müller Maschinenbau GmbH
+Kunden-E-Mail: it@mueller-maschinenbau.example
+Kontodomäne: mueller-maschinenbau.example
+
+Mit freundlichen Grüßen
+Petra Partner
+
+--
+Partner GmbH · Musterstraße 1 · 12345 Musterstadt
+Hinweise zum Datenschutz nach der Datenschutzgrundverordnung (DSGVO): https://partner.example/datenschutz
+"""
+
+
+def _classify(raw: bytes) -> Intent:
+    return classify(parse_message(raw), partner_domains=("partner.example",), own_address="smart-accounts@example.com")
+
+
+def test_a_german_request_with_a_long_compound_word_is_a_new_request() -> None:
+    assert len("Datenschutzgrundverordnung") == 26
+    intent = _classify(_reply(body=GERMAN_REQUEST, Subject="Antrag Smart Account"))
+    assert isinstance(intent, NewRequest)
+    assert intent.form.fields["account_name"] == "Müller Maschinenbau GmbH"
+
+
+FOOTER = f"Ref: SA-000042 \u00b7 Code: {TOKEN}"
+
+
+@pytest.mark.parametrize(
+    ("route", "raw"),
+    [
+        ("plus-address only", _reply(to=f"Smart Accounts <smart-accounts+{TOKEN}@example.com>", body="ACCEPT\n")),
+        ("In-Reply-To, Gmail quote without footer",
+         _reply(body="ACCEPT\n\n" + GMAIL_EN + "> Please reply ACCEPT or DECLINE.\n",
+                In_Reply_To=f"<{TOKEN}.sa-000042@example.com>")),
+        ("References, our id last",
+         _reply(body="ACCEPT\n", References=f"<root@partner.example> <{TOKEN}.sa-000042@Example.COM>")),
+        ("quoted footer", _reply(body=f"ACCEPT\n\n{GMAIL_EN}> Please reply ACCEPT.\n>\n> {FOOTER}\n")),
+        ("footer quoted twice", _reply(body=f"ACCEPT\n\n>> {FOOTER}\n")),
+        ("Outlook, original unquoted", _reply(body=f"ACCEPT\n\n{OUTLOOK_BLOCK_ONLY}\n{FOOTER}\n")),
+        ("one-click answer", _reply(body=f"ACCEPT\n\n{FOOTER}\n")),
+        ("middle dot read as Latin-1", _reply(body=f"ACCEPT\n\n> Ref: SA-000042 \u00c2\u00b7 Code: {TOKEN}\n")),
+        ("middle dot lost to a charset", _reply(body=f"ACCEPT\n\n> Ref: SA-000042 ? Code: {TOKEN}\n")),
+        ("HTML quote", _html_reply(f'<div>ACCEPT</div><blockquote type="cite"><p>Please reply ACCEPT.</p>'
+                                   f'<p><span style="font-family:monospace">{FOOTER}</span><br>'
+                                   f'Please keep this line.</p></blockquote>').replace(
+                                       f"+{TOKEN}@".encode(), b"@")),
+    ],
+)
+def test_a_reply_carries_its_token_by_every_route(route: str, raw: bytes) -> None:
+    msg = parse_message(raw)
+    assert token_candidates(msg, "example.com") == (TOKEN,), route
+    intent = _classify(raw)
+    assert isinstance(intent, Reply) and intent.command == Command(Keyword.ACCEPT, "en", None)
+    assert intent.tokens == (TOKEN,)
+
+
+@pytest.mark.parametrize(
+    ("where", "raw"),
+    [
+        ("a word in the text", _reply(body=f"ACCEPT\n\nMy code is {TOKEN}.\n")),
+        ("a word alone on its line", _reply(body=f"ACCEPT\n\n{TOKEN}\n")),
+        ("Code: in the middle of a line", _reply(body=f"ACCEPT\n\nThe Code: {TOKEN}\n")),
+        ("Code: with more words after it", _reply(body=f"ACCEPT\n\n> {FOOTER} please\n")),
+        ("someone else's Message-ID", _reply(In_Reply_To=f"<{TOKEN}.sa-000042@elsewhere.example>")),
+        ("a token not first in our Message-ID", _reply(References=f"<x.{TOKEN}@example.com>")),
+        ("someone else's plus-address", _reply(to=f"pat+{TOKEN}@partner.example")),
+    ],
+)
+def test_a_word_of_token_length_elsewhere_is_no_token(where: str, raw: bytes) -> None:
+    assert token_candidates(parse_message(raw), "example.com") == (), where
 
 
 def test_find_refs_subject_first() -> None:

@@ -71,12 +71,16 @@ class _CachedHeaderRegistry(headerregistry.HeaderRegistry):
 
 
 _HEADERS = _CachedHeaderRegistry()
-_SMTP = policy.SMTP.clone(header_factory=_HEADERS)
-_SMTPUTF8 = policy.SMTPUTF8.clone(header_factory=_HEADERS)
+# refold_source="none": headers we set raw (Subject, In-Reply-To, References) are folded by us;
+# the stdlib would fold a Message-ID longer than a line as RFC 2047 encoded words, breaking it.
+_SMTP = policy.SMTP.clone(header_factory=_HEADERS, refold_source="none")
+_SMTPUTF8 = policy.SMTPUTF8.clone(header_factory=_HEADERS, refold_source="none")
 _BARE_ADDRESS = re.compile(r'[^\s<>(),;:@"\[\]\\]+@[^\s<>(),;:@"\[\]\\]+')
 _MESSAGE_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")        # printable ASCII without < > and space
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_REFERENCES = 20                                       # RFC 5322 §3.6.4 allows trimming
+_MAX_MESSAGE_ID = 980             # an id with "In-Reply-To: <>" fits one 998-character line (RFC 5322 §2.1.1)
+_FOLD_AT = 78                     # RFC 5322 §2.1.1's recommended line length
 _MAX_SUBJECT = 200
 
 
@@ -129,13 +133,30 @@ def _own_message_id(value: str) -> str:
 
 
 def _thread_ids(values: Iterable[str]) -> list[str]:
-    """Their Message-IDs are untrusted: keep the well-formed ones, once each, in order."""
-    ids: list[str] = []
+    """Their Message-IDs are untrusted: keep the well-formed ones, once each, in order. Seen ids are
+    kept in a dict (a list scan per id was quadratic in a long References header), and an id too
+    long for one header line is dropped."""
+    ids: dict[str, None] = {}
     for value in values:
         for piece in one_line(value).replace("<", " ").replace(">", " ").split():
-            if _MESSAGE_ID.fullmatch(piece) and piece not in ids:
-                ids.append(piece)
-    return ids
+            if len(piece) <= _MAX_MESSAGE_ID and _MESSAGE_ID.fullmatch(piece):
+                ids.setdefault(piece)
+    return list(ids)
+
+
+def _folded_ids(name: str, ids: list[str]) -> str:
+    """"<a> <b> ..." folded between ids near _FOLD_AT characters; an id is never split, so a long
+    one (Exchange's run to 90 characters) stays whole on a line of its own."""
+    lines: list[str] = []
+    line = ""
+    width = len(name) + 2
+    for piece in (f"<{i}>" for i in ids):
+        if line and width + len(line) + 1 + len(piece) > _FOLD_AT:
+            lines.append(line)
+            line, width = "", 1
+        line = f"{line} {piece}" if line else piece
+    lines.append(line)
+    return "\r\n ".join(lines)
 
 
 def _trimmed(ids: list[str]) -> list[str]:
@@ -273,9 +294,9 @@ class Renderer:
         msg["Date"] = format_datetime(date)
         msg["Message-ID"] = f"<{own_id}>"
         if parent:
-            msg["In-Reply-To"] = f"<{parent[0]}>"
+            msg.set_raw("In-Reply-To", _folded_ids("In-Reply-To", parent))
         if thread:
-            msg["References"] = " ".join(f"<{i}>" for i in thread)
+            msg.set_raw("References", _folded_ids("References", thread))
         msg["Reply-To"] = self.reply_address(token)
         msg["Auto-Submitted"] = auto_submitted
         msg["X-Auto-Response-Suppress"] = "All"     # keeps Exchange from answering us

@@ -10,11 +10,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 
+from daemon.errors import TokenCommandError
+
+__all__ = ["TOKEN_COMMAND_TIMEOUT", "TokenCommandError", "token_from_command", "xoauth2_string"]
+
 TOKEN_COMMAND_TIMEOUT = 30.0
-
-
-class TokenCommandError(Exception):
-    """The token command failed; the message is plain and carries no token."""
 
 
 def token_from_command(command: str, timeout: float = TOKEN_COMMAND_TIMEOUT) -> str:

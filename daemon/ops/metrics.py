@@ -28,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 from daemon import log
-from daemon.errors import ConfigError, SmartacctError
+from daemon.errors import ConfigError, MetricsError
 from models.attempt import Attempt
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
@@ -41,10 +41,6 @@ if TYPE_CHECKING:
 HEALTH_FACTOR = 2
 HEALTH_FLOOR = dt.timedelta(seconds=60)
 CHECK_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-class MetricsError(SmartacctError):
-    """The metrics endpoint could not listen (address in use, not an address of this host)."""
 
 
 class Metrics:

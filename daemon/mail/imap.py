@@ -26,6 +26,7 @@ from imapclient.imapclient import DELETED, SocketTimeout
 from daemon import log
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxAuthError, MailboxError
+from daemon.mail.backoff import RECONNECT_CAP, backoff_delay
 from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
 from daemon.mail.oauth2 import TokenCommandError, token_from_command
@@ -33,8 +34,6 @@ from daemon.mail.oauth2 import TokenCommandError, token_from_command
 T = TypeVar("T")
 
 IDLE_RENEW = 300.0        # re-issue IDLE (with a NOOP) every 5 min: firewalls drop quiet connections
-BACKOFF_START = 1.0
-BACKOFF_CAP = 60.0
 FETCH_BATCH = 250         # UIDs per body FETCH
 FETCH_BATCH_BYTES = 50_000_000
 SIZE_BATCH = 500          # UIDs per RFC822.SIZE FETCH
@@ -63,12 +62,6 @@ class CheckResult:
     uidplus: bool
 
 
-def backoff_delay(attempt: int, rng: random.Random, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> float:
-    """Seconds before reconnect attempt `attempt` (1, 2, …): doubling, capped, half jittered."""
-    full = min(cap, start * 2 ** min(max(attempt - 1, 0), 30))
-    return full / 2 + rng.uniform(0, full / 2)
-
-
 def parse_key(key: str) -> tuple[int, int]:
     """"UIDVALIDITY:UID" -> (uidvalidity, uid)."""
     try:
@@ -92,7 +85,7 @@ class ImapMailbox:
         use_move: bool = True,
         batch_size: int = FETCH_BATCH,
         idle_renew: float = IDLE_RENEW,
-        backoff_cap: float = BACKOFF_CAP,
+        backoff_cap: float = RECONNECT_CAP,
     ) -> None:
         self._cfg = cfg
         self._cursor = cursor

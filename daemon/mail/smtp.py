@@ -22,7 +22,7 @@ from daemon import log
 from daemon.config import SmtpConfig
 from daemon.errors import PermanentFailure, SessionFailure, TemporaryFailure
 from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
-from daemon.mail.transport import SessionBackoff
+from daemon.mail.backoff import SessionBackoff
 
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0     # servers may scan a message for a while before answering DATA

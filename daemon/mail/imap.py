@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-import socket
 import ssl
 import threading
 import time
@@ -27,6 +26,7 @@ from daemon import log
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxAuthError, MailboxError
 from daemon.mail.backoff import RECONNECT_CAP, backoff_delay
+from daemon.mail.connect import Server, connect_failure, describe as _describe, starttls_failure
 from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
 from daemon.mail.oauth2 import TokenCommandError, token_from_command
@@ -90,6 +90,7 @@ class ImapMailbox:
         self._cfg = cfg
         self._cursor = cursor
         self._timeout = SocketTimeout(connect=connect_timeout, read=read_timeout)
+        self._server = Server("mailbox", cfg.host, cfg.effective_port, connect_timeout)
         self._ssl_context = ssl_context
         self._use_move = use_move
         self._batch_size = max(1, batch_size)
@@ -336,20 +337,8 @@ class ImapMailbox:
         try:
             client = IMAPClient(cfg.host, cfg.effective_port, ssl=cfg.security == "ssl",
                                 ssl_context=context, timeout=self._timeout)
-        except ssl.SSLCertVerificationError as exc:
-            raise MailboxError(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise MailboxError(f"TLS handshake with {where} failed ({exc.reason}): "
-                               "does this port speak TLS? (mailbox.security, mailbox.port)") from None
-        except ConnectionRefusedError:
-            raise MailboxError(f"connection to {where} refused: wrong host or port? (mailbox.port)") from None
-        except socket.gaierror as exc:
-            raise MailboxError(f"cannot resolve {cfg.host}: {exc.strerror} (mailbox.host)") from None
-        except TimeoutError:
-            raise MailboxError(f"no answer from {where} within {self._timeout.connect:g}s: "
-                               "wrong host or port, a firewall, or TLS expected? (mailbox.security)") from None
-        except OSError as exc:
-            raise MailboxError(f"cannot connect to {where}: {exc.strerror or _describe(exc)}") from None
+        except OSError as exc:                # socket and TLS errors
+            raise MailboxError(connect_failure(exc, self._server)) from None
         except IMAPClientError as exc:
             raise MailboxError(f"{where} does not speak IMAP: {_describe(exc)}") from None
         try:
@@ -365,12 +354,8 @@ class ImapMailbox:
         where = self._where()
         try:
             client.starttls(context)
-        except ssl.SSLCertVerificationError as exc:
-            raise MailboxError(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise MailboxError(f"STARTTLS with {where} failed: {exc.reason}") from None
-        except _CONNECTION_ERRORS as exc:
-            raise MailboxError(f"connection to {where} lost during STARTTLS: {_describe(exc)}") from None
+        except _CONNECTION_ERRORS as exc:     # TLS errors too: they are OSErrors
+            raise MailboxError(starttls_failure(exc, self._server)) from None
         except IMAPClientError as exc:
             raise MailboxError(f"{where} does not offer STARTTLS ({_describe(exc)}): "
                                "use security = \"ssl\" or \"none\" (mailbox.security)") from None
@@ -579,13 +564,6 @@ def _has_news(responses: Sequence[Any]) -> bool:
             if response[1] == b"EXISTS" or (response[1] == b"RECENT" and response[0]):
                 return True
     return False
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    if text.startswith(("b'", 'b"')):
-        text = text[2:-1]
-    return text[:300]
 
 
 def _logout(client: IMAPClient) -> None:

@@ -32,8 +32,8 @@ def drawn_tree() -> dict[str, tuple[str | None, int]]:
     return tree
 
 
-def every_subclass(cls: type[BaseException]) -> set[type[BaseException]]:
-    found: set[type[BaseException]] = set()
+def every_subclass(cls: type[SmartacctError]) -> set[type[SmartacctError]]:
+    found: set[type[SmartacctError]] = set()
     for sub in cls.__subclasses__():
         found |= {sub} | every_subclass(sub)
     return found

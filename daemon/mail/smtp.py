@@ -15,13 +15,12 @@ import contextlib
 import logging
 import ssl
 import smtplib
-import time
 from typing import Callable, Iterator, NoReturn, Sequence
 
 from daemon import log
 from daemon.config import SmtpConfig
 from daemon.errors import PermanentFailure, SessionFailure, TemporaryFailure
-from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
+from daemon.mail.oauth2 import TokenCommand, xoauth2_string
 from daemon.mail.backoff import SessionBackoff
 from daemon.mail.connect import Server, connect_failure, starttls_failure
 
@@ -46,7 +45,7 @@ class SmtpTransport:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl_context
-        self.oauth2_failed_at: float | None = None   # time.monotonic() of the last token command failure
+        self._token_command = TokenCommand(cfg.oauth2_token_command) if cfg.oauth2_token_command else None
         self._local_hostname = local_hostname
         self.backoff = SessionBackoff()
 
@@ -62,6 +61,11 @@ class SmtpTransport:
         """Connect, authenticate and QUIT; raises DeliveryError with a plain explanation."""
         conn = self.open()
         _quit(conn)
+
+    @property
+    def oauth2_failed_at(self) -> float | None:
+        """time.monotonic() of the last token command failure, for /metrics."""
+        return self._token_command.failed_at if self._token_command is not None else None
 
     @property
     def where(self) -> str:
@@ -129,19 +133,14 @@ class SmtpTransport:
         """
         cfg, where = self._cfg, self.where
         try:
-            if cfg.oauth2_token_command:
-                try:
-                    token = token_from_command(cfg.oauth2_token_command)
-                except TokenCommandError as exc:
-                    self.oauth2_failed_at = time.monotonic()
-                    raise SessionFailure(str(exc)) from None
-                sasl = xoauth2_string(cfg.username, token)
+            if self._token_command is not None:
+                sasl = xoauth2_string(cfg.username, self._token_command.token(SessionFailure))
                 # A failed XOAUTH2 gets a 334 with an error document; answer it empty (RFC 7628 style).
                 conn.auth("XOAUTH2", lambda challenge=None: sasl if challenge is None else "")
             else:
                 _login_once(conn, cfg.username, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            how = "XOAUTH2 access token" if cfg.oauth2_token_command else "password"
+            how = "XOAUTH2 access token" if self._token_command is not None else "password"
             raise SessionFailure(f"{where} refused the login as {cfg.username}: wrong username or {how}? "
                                  f"(server said: {_answer(exc.smtp_code, exc.smtp_error)})",
                                  code=exc.smtp_code) from None

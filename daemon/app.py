@@ -23,7 +23,7 @@ from daemon.engine.loop import Loop
 from daemon.engine.outbox import Outbox
 from daemon.mail.mailbox import Mailbox
 from models.message import Folder
-from daemon.ops.metrics import Metrics
+from daemon.ops.counters import Metrics
 from daemon.mail.render import Renderer
 from daemon.ops.sdnotify import Notifier
 from daemon.mail.transport import Transport

@@ -1,17 +1,26 @@
 """The exceptions smartacct raises, so callers catch our types, never a library's.
 
-    SmartacctError
-     ├── ConfigError            a bad or unknown config key; the CLI exits with status 2
-     ├── DatabaseError          the database cannot be opened where database.url points
-     ├── MailboxError           the inbox could not be read or a message not filed
-     │    └── MailboxAuthError  the server refused our credentials (retrying will not help)
-     └── DeliveryError          an outgoing email was not accepted
-          ├── TemporaryFailure  a 4xx answer to one email: retry that email with backoff
-          │    └── SessionFailure  no session at all (connect, TLS, login, token command, 421,
-          │                        a lost connection, an outbox folder we cannot write): every
-          │                        email would fail alike, so the drain stops and the transport
-          │                        backs off; no email is charged
-          └── PermanentFailure  a 5xx answer to one email: fail that outbox row at once
+                                 exit  raised when
+    SmartacctError                  1    (the base: never raised itself)
+     ├── ConfigError                2    a config key is unknown, missing or malformed
+     ├── DatabaseError              1    the database cannot be opened where database.url points
+     ├── MailboxError               1    the inbox could not be read or a message not filed
+     │    └── MailboxAuthError      1    the server refused our credentials (retrying will not help)
+     ├── DeliveryError              1    an outgoing email was not accepted
+     │    ├── TemporaryFailure      1    a 4xx answer to one email: retry that email with backoff
+     │    │    └── SessionFailure   1    no session at all (connect, TLS, login, token command, 421,
+     │    │                              a lost connection, an outbox folder we cannot write): every
+     │    │                              email would fail alike, so the drain stops and the
+     │    │                              transport backs off; no email is charged
+     │    └── PermanentFailure      1    a 5xx answer to one email: fail that outbox row at once
+     ├── TokenCommandError          1    the oauth2_token_command failed or printed no token (the
+     │                                   mailbox says it as MailboxAuthError, SMTP as SessionFailure)
+     ├── AdminError                 1    an admin command cannot do what was asked: an unknown
+     │                                   reference, a request that is not open, one that keeps changing
+     └── MetricsError               1    the metrics endpoint cannot listen on metrics.listen (the
+                                         port is in use, or the address is not this host's)
+
+The exit status is each class's `exit_code`, which the CLI returns.
 
 Validation problems are values (parsers.validate.Problem), never exceptions. OS errors
 become words here (`os_reason`), so no errno text or class name reaches an admin alone.
@@ -72,6 +81,18 @@ class SessionFailure(TemporaryFailure):
 
 class PermanentFailure(DeliveryError):
     """Not worth retrying: the server refused the email or a recipient (5xx)."""
+
+
+class TokenCommandError(SmartacctError):
+    """The token command failed; the message is plain and never carries the token."""
+
+
+class AdminError(SmartacctError):
+    """An admin command refused what was asked: an unknown id, a request in the wrong state."""
+
+
+class MetricsError(SmartacctError):
+    """The metrics endpoint could not listen on metrics.listen (in use, or not this host's address)."""
 
 
 _OS_REASONS = {

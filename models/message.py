@@ -29,6 +29,7 @@ class Folder(enum.StrEnum):
 
 
 class IncomingMessage(BaseModel):
+    id = peewee.AutoField()      # peewee's implicit key, declared so type checkers see it
     key = SafeCharField(max_length=400, unique=True)   # "mid:<Message-ID>" or "sha256:<hex>"
     message_id = SafeTextField(null=True)
     sender = SafeCharField(max_length=320, null=True)

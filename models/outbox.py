@@ -17,6 +17,7 @@ class OutboxState(enum.StrEnum):
 
 
 class OutboxRow(BaseModel):
+    id = peewee.AutoField()      # peewee's implicit key, declared so type checkers see it
     request_id = peewee.IntegerField(null=True)
     kind = SafeCharField(max_length=40)
     recipient = SafeCharField(max_length=320)

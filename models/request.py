@@ -14,6 +14,7 @@ from parsers.ref import format_ref, parse_ref  # noqa: F401  (re-exported)
 
 
 class Request(BaseModel):
+    id = peewee.AutoField()      # peewee's implicit key, declared so type checkers see it
     state = SafeCharField(max_length=32)
     language = SafeCharField(max_length=2)
     partner_email = SafeCharField(max_length=320)

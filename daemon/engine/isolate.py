@@ -4,7 +4,7 @@ a process before.
 
 In process, `budget()` arms SIGPROF for the message's CPU seconds; when it fires it raises
 MessageTimeout, a BaseException, so no parser's fallback can swallow it. A message that was
-in hand when a process died, or that failed before, goes to `python -m daemon.engine.isolate`
+in hand when a process died, or that failed before, goes to `python -m daemon.engine.child`
 instead: whatever it does there (loops in C, exhausts memory, crashes the interpreter), only
 the child dies, the daemon charges the attempt to the message and moves on.
 """
@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import pickle
-import resource
 import signal
 import subprocess
 import sys
@@ -24,8 +22,6 @@ import threading
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Iterator
-
-import peewee
 
 if TYPE_CHECKING:
     from daemon.clock import Clock
@@ -97,7 +93,7 @@ class ChildResult:
 
 @dataclass(frozen=True)
 class Isolation:
-    """Runs one message's handling in `python -m daemon.engine.isolate`, with the parent's
+    """Runs one message's handling in `python -m daemon.engine.child`, with the parent's
     config and clock; a child that dies is the message's failure."""
 
     config: Config
@@ -107,7 +103,7 @@ class Isolation:
     def run(self, item: InboxMessage, raw_hash: str) -> ChildResult:
         job = pickle.dumps(Job(self.config, self.clock.now(), item, raw_hash, self.budget))
         wall = WALL_FACTOR * (self.budget + CHILD_STARTUP)
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.engine.isolate"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.engine.child"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, close_fds=True)
         try:
             out, _ = proc.communicate(job, timeout=wall)
@@ -128,49 +124,3 @@ def _death(returncode: int) -> str:
         why = {signal.SIGXCPU: "over its CPU limit", signal.SIGKILL: "killed (CPU or memory limit)"}.get(sig, "")
         return f"the child handling it died of {sig.name}" + (f": {why}" if why else "")
     return f"the child handling it exited with status {returncode}"
-
-
-def _limit(resource_id: int, soft: int) -> None:
-    hard = resource.getrlimit(resource_id)[1]
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource_id, (soft, hard))
-
-
-def _child() -> int:
-    """Read the job, set the limits, handle the message, write one JSON line."""
-    job: Job = pickle.loads(sys.stdin.buffer.read())
-    used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = math.ceil(used.ru_utime + used.ru_stime + job.budget + 1)
-    _limit(resource.RLIMIT_CPU, cpu)                # SIGXCPU if the in-process budget is ever bypassed
-    _limit(resource.RLIMIT_AS, CHILD_MEMORY)        # MemoryError instead of the host's OOM killer
-
-    from daemon import log
-    from daemon.app import build
-    from daemon.clock import FixedClock
-    from daemon.engine.apply import ConcurrentChange
-
-    cfg = job.config
-    log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
-    app = build(cfg, clock=FixedClock(job.now))
-    try:
-        with budget(job.budget):
-            folder = app.ingest.handle(job.item, job.raw_hash)
-        answer = {"result": "done", "folder": folder.value}
-    except ConcurrentChange as exc:
-        answer = {"result": "race", "error": str(exc)}
-    except (peewee.OperationalError, peewee.InterfaceError) as exc:
-        answer = {"result": "unavailable", "error": f"{type(exc).__name__}: {exc}"}
-    except MessageTimeout as exc:
-        answer = {"result": "failed", "error": str(exc)}
-    except Exception as exc:  # the child's per-message boundary: report, the parent charges it
-        answer = {"result": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        app.db.close()
-    sys.stdout.write(json.dumps(answer) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_child())

@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 from daemon.errors import MailboxError, SessionFailure, os_reason
 from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
-from daemon.mail.transport import SessionBackoff
+from daemon.mail.backoff import SessionBackoff
 
 _SUBDIRS = ("tmp", "new", "cur")
 WATCH_STEP = 0.2            # seconds between two looks at the inbox while waiting

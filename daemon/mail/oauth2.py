@@ -9,12 +9,32 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import time
+from typing import Callable
+
+from daemon.errors import SmartacctError, TokenCommandError
+
+__all__ = ["TOKEN_COMMAND_TIMEOUT", "TokenCommand", "TokenCommandError", "token_from_command", "xoauth2_string"]
 
 TOKEN_COMMAND_TIMEOUT = 30.0
 
 
-class TokenCommandError(Exception):
-    """The token command failed; the message is plain and carries no token."""
+class TokenCommand:
+    """The admin's oauth2_token_command, run for each login, and when it last failed (/metrics)."""
+
+    def __init__(self, command: str, timeout: float = TOKEN_COMMAND_TIMEOUT) -> None:
+        self.command = command
+        self.timeout = timeout
+        self.failed_at: float | None = None       # time.monotonic() of the last failure
+
+    def token(self, error: Callable[[str], SmartacctError]) -> str:
+        """A fresh access token; a failure is raised as the caller's `error` (the mailbox's
+        MailboxAuthError, the transport's SessionFailure), in words that carry no token."""
+        try:
+            return token_from_command(self.command, self.timeout)
+        except TokenCommandError as exc:
+            self.failed_at = time.monotonic()
+            raise error(str(exc)) from None
 
 
 def token_from_command(command: str, timeout: float = TOKEN_COMMAND_TIMEOUT) -> str:

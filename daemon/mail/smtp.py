@@ -1,7 +1,8 @@
 """The SMTP transport (DESIGN §5, backend "smtp"): smtplib over TLS, STARTTLS or plain.
 
 One connection per outbox drain, opened on the first send and reused (STYLE §4.1).
-Every smtplib and socket error is translated here: what concerns the session (connect,
+Every smtplib and socket error is translated here (socket and TLS errors in the words of
+daemon.mail.connect, which the mailbox shares): what concerns the session (connect,
 TLS, login, the token command, a 421, a lost connection) becomes SessionFailure, so the
 drain stops at once instead of failing every queued email alike; a 4xx answer to one
 email becomes TemporaryFailure, a 5xx PermanentFailure. Each carries the server's
@@ -12,17 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import ssl
 import smtplib
-import time
 from typing import Callable, Iterator, NoReturn, Sequence
 
 from daemon import log
 from daemon.config import SmtpConfig
 from daemon.errors import PermanentFailure, SessionFailure, TemporaryFailure
-from daemon.mail.oauth2 import TokenCommandError, token_from_command, xoauth2_string
-from daemon.mail.transport import SessionBackoff
+from daemon.mail.oauth2 import TokenCommand, xoauth2_string
+from daemon.mail.backoff import SessionBackoff
+from daemon.mail.connect import Server, connect_failure, starttls_failure
 
 CONNECT_TIMEOUT = 30.0
 READ_TIMEOUT = 120.0     # servers may scan a message for a while before answering DATA
@@ -41,10 +41,11 @@ class SmtpTransport:
         local_hostname: str | None = None,
     ) -> None:
         self._cfg = cfg
+        self._server = Server("smtp", cfg.host, cfg.effective_port, connect_timeout)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._ssl_context = ssl_context
-        self.oauth2_failed_at: float | None = None   # time.monotonic() of the last token command failure
+        self._token_command = TokenCommand(cfg.oauth2_token_command) if cfg.oauth2_token_command else None
         self._local_hostname = local_hostname
         self.backoff = SessionBackoff()
 
@@ -62,8 +63,13 @@ class SmtpTransport:
         _quit(conn)
 
     @property
+    def oauth2_failed_at(self) -> float | None:
+        """time.monotonic() of the last token command failure, for /metrics."""
+        return self._token_command.failed_at if self._token_command is not None else None
+
+    @property
     def where(self) -> str:
-        return f"{self._cfg.host}:{self._cfg.effective_port}"
+        return self._server.where
 
     def open(self) -> smtplib.SMTP:
         """A connected, TLS-protected (as configured) and authenticated connection."""
@@ -71,25 +77,16 @@ class SmtpTransport:
         context = self._ssl_context or ssl.create_default_context()
         try:
             conn = self._connect(context)
-        except ssl.SSLCertVerificationError as exc:
-            raise SessionFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise SessionFailure(f"TLS handshake with {where} failed ({exc.reason}): "
-                                   "does this port speak TLS? (smtp.security, smtp.port)") from None
-        except ConnectionRefusedError:
-            raise SessionFailure(f"connection to {where} refused: wrong host or port? (smtp.port)") from None
-        except socket.gaierror as exc:
-            raise SessionFailure(f"cannot resolve {cfg.host}: {exc.strerror} (smtp.host)") from None
-        except TimeoutError:
-            raise SessionFailure(f"no answer from {where} within {self._connect_timeout:g}s: "
-                                   "wrong host or port, a firewall, or TLS expected? (smtp.security)") from None
         except smtplib.SMTPConnectError as exc:
             raise SessionFailure(f"{where} refused the connection: {_answer(exc.smtp_code, exc.smtp_error)}",
-                                   code=exc.smtp_code) from None
-        except (smtplib.SMTPException, OSError) as exc:
+                                 code=exc.smtp_code) from None
+        except smtplib.SMTPException as exc:     # an OSError too: before the socket errors
             raise SessionFailure(f"cannot talk to {where}: {exc}") from None
+        except OSError as exc:
+            raise SessionFailure(connect_failure(exc, self._server)) from None
         try:
-            conn.sock.settimeout(self._read_timeout)
+            if conn.sock is not None:          # connected: smtplib has it
+                conn.sock.settimeout(self._read_timeout)
             if cfg.security == "starttls":
                 self._starttls(conn, context)
             if cfg.username:
@@ -121,16 +118,12 @@ class SmtpTransport:
             conn.ehlo()
         except smtplib.SMTPNotSupportedError:
             raise SessionFailure(f"{where} does not offer STARTTLS: use security = \"ssl\" or \"none\" "
-                                   "(smtp.security)") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise SessionFailure(f"TLS certificate of {where} is not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            raise SessionFailure(f"STARTTLS with {where} failed: {exc.reason}") from None
+                                 "(smtp.security)") from None
         except smtplib.SMTPResponseException as exc:
             raise SessionFailure(f"{where} refused STARTTLS: {_answer(exc.smtp_code, exc.smtp_error)}",
-                                   code=exc.smtp_code) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise SessionFailure(f"connection to {where} lost during STARTTLS: {exc}") from None
+                                 code=exc.smtp_code) from None
+        except (smtplib.SMTPException, OSError) as exc:     # TLS errors are OSErrors
+            raise SessionFailure(starttls_failure(exc, self._server)) from None
 
     def _login(self, conn: smtplib.SMTP) -> None:
         """AUTH with the password, or XOAUTH2 with the token command's output.
@@ -140,29 +133,24 @@ class SmtpTransport:
         """
         cfg, where = self._cfg, self.where
         try:
-            if cfg.oauth2_token_command:
-                try:
-                    token = token_from_command(cfg.oauth2_token_command)
-                except TokenCommandError as exc:
-                    self.oauth2_failed_at = time.monotonic()
-                    raise SessionFailure(str(exc)) from None
-                sasl = xoauth2_string(cfg.username, token)
+            if self._token_command is not None:
+                sasl = xoauth2_string(cfg.username, self._token_command.token(SessionFailure))
                 # A failed XOAUTH2 gets a 334 with an error document; answer it empty (RFC 7628 style).
                 conn.auth("XOAUTH2", lambda challenge=None: sasl if challenge is None else "")
             else:
                 _login_once(conn, cfg.username, cfg.password or "")
         except smtplib.SMTPAuthenticationError as exc:
-            how = "XOAUTH2 access token" if cfg.oauth2_token_command else "password"
+            how = "XOAUTH2 access token" if self._token_command is not None else "password"
             raise SessionFailure(f"{where} refused the login as {cfg.username}: wrong username or {how}? "
-                                   f"(server said: {_answer(exc.smtp_code, exc.smtp_error)})",
-                                   code=exc.smtp_code) from None
+                                 f"(server said: {_answer(exc.smtp_code, exc.smtp_error)})",
+                                 code=exc.smtp_code) from None
         except smtplib.SMTPNotSupportedError:
             raise SessionFailure(f"{where} offers no AUTH on this connection: is STARTTLS needed? "
-                                   "(smtp.security)") from None
+                                 "(smtp.security)") from None
         except smtplib.SMTPException as exc:
             if isinstance(exc, smtplib.SMTPResponseException):
                 raise SessionFailure(f"{where} refused the login as {cfg.username}: "
-                                       f"{_answer(exc.smtp_code, exc.smtp_error)}", code=exc.smtp_code) from None
+                                     f"{_answer(exc.smtp_code, exc.smtp_error)}", code=exc.smtp_code) from None
             raise SessionFailure(f"login as {cfg.username} on {where} failed: {exc}") from None
         except OSError as exc:
             raise SessionFailure(f"connection to {where} lost during login: {exc}") from None

@@ -14,19 +14,16 @@ from typing import TYPE_CHECKING, Any, Iterable
 from daemon import log
 from daemon.core.decide import decide_cancel
 from daemon.engine.apply import ConcurrentChange
-from daemon.errors import MailboxError, SmartacctError
+from daemon.errors import AdminError, MailboxError
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
-from models.request import Request, format_ref, parse_ref
+from models.request import Request
+from parsers.ref import format_ref, parse_ref
 
 if TYPE_CHECKING:
     from daemon.app import App
 
 CANCEL_TRIES = 3
-
-
-class AdminError(SmartacctError):
-    """An admin command cannot do what was asked (unknown id, wrong state); exit status 1."""
 
 
 @dataclass(frozen=True)

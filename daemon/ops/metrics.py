@@ -20,65 +20,53 @@ import http.server
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterable, Iterator, Protocol, cast
 
 import peewee
-from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from daemon import log
-from daemon.errors import ConfigError, SmartacctError
+from daemon.clock import Clock
+from daemon.config import Config
+from daemon.errors import ConfigError, MetricsError
+from daemon.ops.counters import Metrics as Metrics   # engine services type their counters by this name
 from models.attempt import Attempt
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
 from models.state import State
 
-if TYPE_CHECKING:
-    from daemon.app import App
-
 HEALTH_FACTOR = 2
 HEALTH_FLOOR = dt.timedelta(seconds=60)
-CHECK_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
-class MetricsError(SmartacctError):
-    """The metrics endpoint could not listen (address in use, not an address of this host)."""
+class Observed(Protocol):
+    """What the endpoint reads of the running daemon (daemon.app.App), from its own threads.
+    The backends it only looks at: it never opens them, and never uses the loop's connection."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def db(self) -> peewee.Database: ...
+    @property
+    def stop(self) -> threading.Event: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def mailbox_if_open(self) -> Any: ...
+    @property
+    def transport_if_open(self) -> Any: ...
 
 
-class Metrics:
-    """The daemon's own registry (never prometheus_client's global one) and the loop's heartbeat."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.messages = Counter("smartacct_messages_handled", "Incoming messages handled, by outcome "
-                                "(failed: an attempt that raised; duplicate: seen before)",
-                                ["outcome"], registry=self.registry)
-        self.emails_sent = Counter("smartacct_emails_sent", "Emails handed to the SMTP server (or the outgoing "
-                                   "Maildir), by kind", ["kind"], registry=self.registry)
-        self.emails_deferred = Counter("smartacct_emails_deferred", "Temporary delivery failures, retried later, "
-                                       "by kind", ["kind"], registry=self.registry)
-        self.emails_failed = Counter("smartacct_emails_failed", "Emails given up on, by kind", ["kind"],
-                                     registry=self.registry)
-        self.check_duration = Histogram("smartacct_check_duration_seconds", "Duration of a scheduled check run",
-                                        buckets=CHECK_BUCKETS, registry=self.registry)
-        self.heartbeat = time.monotonic()
-
-    def tick(self) -> None:
-        """The loop is alive: called each pass, per message and per outgoing email."""
-        self.heartbeat = time.monotonic()
-
-    def handled(self, outcome: str) -> None:
-        self.messages.labels(outcome=outcome).inc()
-
-
-def health_limit(app: App) -> float:
+def health_limit(app: Observed) -> float:
     """Seconds without a heartbeat (or an answer from the mailbox) after which /healthz says 503."""
     return HEALTH_FACTOR * max(app.config.mailbox.poll_interval, HEALTH_FLOOR).total_seconds()
 
 
-def health(app: App) -> str | None:
+def health(app: Observed) -> str | None:
     """None when healthy, else a one-line reason. Runs in an HTTP thread with its own DB connection."""
     if app.stop.is_set():
         return "stopping"
@@ -88,7 +76,7 @@ def health(app: App) -> str | None:
     if quiet > limit:
         return f"loop stalled: no heartbeat for {quiet:.0f}s (limit {limit:.0f}s)"
     try:
-        app.db.execute_sql("SELECT version FROM schema_version LIMIT 1").fetchall()
+        app.db.execute_sql("SELECT version FROM schema_version LIMIT 1").fetchall()  # type: ignore[no-untyped-call]
     except peewee.PeeweeException as exc:
         return f"database unreachable: {_one_line(exc)}"
     mailbox = app.mailbox_if_open
@@ -108,7 +96,7 @@ def health(app: App) -> str | None:
 class StateCollector:
     """Gauges computed at scrape time from the database and the backends' own attributes."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Observed) -> None:
         self.app = app
 
     def describe(self) -> list[Metric]:
@@ -164,8 +152,8 @@ class StateCollector:
 
     def _database(self, now: dt.datetime) -> Iterator[Metric]:
         by_state = {s.value: 0 for s in State}
-        for state, count in (Request.select(Request.state, peewee.fn.COUNT(Request.id))
-                             .group_by(Request.state).tuples()):
+        counts = Request.select(Request.state, peewee.fn.COUNT(Request.id)).group_by(Request.state).tuples()
+        for state, count in cast(Iterable[tuple[str, int]], counts):   # the stubs type rows as models
             by_state[state] = count
         family = GaugeMetricFamily("smartacct_requests", "Requests by state", labels=["state"])
         for state, count in by_state.items():
@@ -211,7 +199,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class MetricsServer:
     """A small threaded HTTP server: GET /metrics and GET /healthz."""
 
-    def __init__(self, app: App, host: str, port: int) -> None:
+    def __init__(self, app: Observed, host: str, port: int) -> None:
         app.metrics.registry.register(StateCollector(app))
         handler = _handler(app)
         server_class = _Server6 if ":" in host else _Server
@@ -231,7 +219,7 @@ class MetricsServer:
         self.server.server_close()
 
 
-def serve(app: App) -> MetricsServer | None:
+def serve(app: Observed) -> MetricsServer | None:
     """Start the endpoint when [metrics] listen is set; None when it is off."""
     if not app.config.metrics.listen:
         return None
@@ -248,7 +236,7 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def _handler(app: App) -> type[http.server.BaseHTTPRequestHandler]:
+def _handler(app: Observed) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "smartacct"
 

@@ -90,6 +90,7 @@ def build_app(root: Path, db_path: Path) -> Any:
         "mailbox": {"backend": "maildir", "path": "inbox"},
         "smtp": {"backend": "maildir", "path": "outbox"},
         "database": {"url": f"sqlite:///{db_path}"},
+        "workflow": {"partner_domains": ["partner.example"]},
     }, base=root, environ={})
     log.setup("INFO", "text", str(root / "smartacct.log"))
     return build(cfg, clock=FixedClock(BASE))

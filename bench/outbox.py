@@ -38,6 +38,7 @@ def build_app(root: Path, relay: Any) -> Any:
         "smtp": {"backend": "smtp", "host": relay.host, "port": relay.port, "security": "none",
                  "from_address": f"Smart Accounts <{SHARED}>"},
         "database": {"url": "sqlite:///smartacct.db"},
+        "workflow": {"partner_domains": ["partner.example"]},
     }, base=root, environ={})
     log.setup("INFO", "text", str(root / "smartacct.log"))   # as the daemon logs: one line per email
     return build(cfg)

@@ -109,9 +109,14 @@ class DatabaseConfig:
     url: str = "sqlite:///var/smartacct.db"
 
 
+# The embedded default (no config file) is a demo: it accepts the examples' partner domain only.
+DEMO_PARTNER_DOMAINS = ("partner.example",)
+ANYONE = "*"
+
+
 @dataclass(frozen=True)
 class WorkflowConfig:
-    partner_domains: tuple[str, ...] = ()
+    partner_domains: tuple[str, ...] = ()   # required in a config file (DESIGN §5); ("*",): anyone
     review_window: Duration = Duration(days=14)
     acceptance_window: Duration = Duration(days=90)
     reminders: tuple[Duration, ...] = (Duration(days=7), Duration(days=30), Duration(days=60), Duration(days=83))
@@ -161,7 +166,8 @@ def load(path: Path | None, *, environ: typing.Mapping[str, str] | None = None) 
     """Read and check a config file; None means the embedded default (no file)."""
     env = os.environ if environ is None else environ
     if path is None:
-        return _resolve(Config(), Path.cwd(), env)
+        demo = Config(workflow=WorkflowConfig(partner_domains=DEMO_PARTNER_DOMAINS))
+        return _resolve(demo, Path.cwd(), env)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -180,6 +186,9 @@ def from_dict(data: dict[str, Any], *, base: Path, environ: typing.Mapping[str, 
         if not isinstance(raw, dict):
             raise ConfigError(f.name, "must be a [section]")
         sections[f.name] = _build(_SECTIONS[f.name], raw, f.name)
+        if f.name == "workflow" and "partner_domains" not in raw:
+            raise ConfigError("workflow.partner_domains", "is required: the domains whose people may send requests, "
+                                                          'e.g. ["partner.example.com"]; ["*"] lets anyone')
     if data:
         raise ConfigError(sorted(data)[0], "unknown section")
     return _resolve(Config(**sections), base, environ)
@@ -284,7 +293,7 @@ def _resolve(cfg: Config, base: Path, environ: typing.Mapping[str, str]) -> Conf
         raise ConfigError("workflow.reminders", "each reminder must come before acceptance_window")
     workflow = dataclasses.replace(
         wf,
-        partner_domains=tuple(d.strip().lower().lstrip("@") for d in wf.partner_domains),
+        partner_domains=_partner_domains(wf.partner_domains),
         reminders=tuple(sorted(set(wf.reminders))),
     )
     log_file = cfg.logging.file and str(base / cfg.logging.file)
@@ -292,6 +301,20 @@ def _resolve(cfg: Config, base: Path, environ: typing.Mapping[str, str]) -> Conf
         cfg, mailbox=mailbox, smtp=smtp, database=database, workflow=workflow,
         logging=dataclasses.replace(cfg.logging, file=log_file),
     )
+
+
+def _partner_domains(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Lower-case domains (subdomains count), or ("*",) alone: letting anyone submit is said explicitly."""
+    domains = tuple(d.strip().lower().lstrip("@") for d in values)
+    key = "workflow.partner_domains"
+    if not domains:
+        raise ConfigError(key, 'is empty: name the domains whose people may send requests, or ["*"] for anyone')
+    if ANYONE in domains and len(domains) > 1:
+        raise ConfigError(key, '"*" lets anyone submit; it cannot be combined with domains')
+    for domain in domains:
+        if domain != ANYONE and ("." not in domain or any(c.isspace() or c in "*@/:" for c in domain)):
+            raise ConfigError(key, f"{domain!r} is not a domain like partner.example.com")
+    return domains
 
 
 def _secret(section: str, env_name: str, file_name: str, base: Path, environ: typing.Mapping[str, str]) -> Secret | None:

@@ -87,8 +87,8 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
 
 
 def sender_allowed(sender: str, partner_domains: tuple[str, ...]) -> bool:
-    """Empty partner_domains: anyone may submit (DESIGN §5); subdomains count."""
-    if not partner_domains:
+    """DESIGN §5: a partner domain or a subdomain of one; "*" lets anyone, and nothing lets no one."""
+    if partner_domains == ("*",):
         return True
     domain = sender.rpartition("@")[2].lower()
     return any(domain == d or domain.endswith("." + d) for d in partner_domains)

@@ -94,9 +94,15 @@ class Install:
     def write_config(self, extra: str | None = None) -> None:
         if extra is not None:
             self.extra_config = extra
+        workflow = self.extra_config if self.extra_config.endswith("\n") or not self.extra_config \
+            else self.extra_config + "\n"
+        if "partner_domains" not in workflow:   # required (DESIGN §5): the partners the tests write as
+            domains = 'partner_domains = ["partner.example"]\n'
+            workflow = workflow.replace("[workflow]\n", "[workflow]\n" + domains) if "[workflow]" in workflow \
+                else workflow + "[workflow]\n" + domains
         self.config.write_text(
             self.backends + f'[database]\nurl = "{self.database_url or "sqlite:///var/smartacct.db"}"\n'
-            f'[logging]\nfile = "smartacct.log"\n{self.extra_config}'
+            f'[logging]\nfile = "smartacct.log"\n{workflow}'
         )
 
     # --- mail in -------------------------------------------------------------------------------

@@ -24,7 +24,9 @@ DAY = dt.timedelta(days=1)
 
 
 def make_app(tmp_path: Path, database_url: str | None) -> tuple[App, FixedClock]:
-    data = {"database": {"url": database_url}} if database_url else {}
+    data: dict[str, Any] = {"workflow": {"partner_domains": ["partner.example"]}}
+    if database_url:
+        data["database"] = {"url": database_url}
     cfg = from_dict(data, base=tmp_path, environ={})
     clock = FixedClock()
     return build(cfg, clock=clock), clock

@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load(tmp_path: Path, text: str, **env: str) -> config.Config:
+    """`text` as a config file; with partner_domains (required) added when it does not say them."""
+    if "partner_domains" not in text:
+        domains = 'partner_domains = ["partner.example"]\n'
+        text = text.replace("[workflow]\n", "[workflow]\n" + domains) if "[workflow]" in text \
+            else text + "\n[workflow]\n" + domains
     path = tmp_path / "c.toml"
     path.write_text(text)
     return config.load(path, environ=env)
@@ -58,6 +63,24 @@ def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
         load(tmp_path, text)
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("domains, problem", [
+    (None, "is required"),
+    ("[]", "is empty"),
+    ('["*", "partner.example"]', "cannot be combined"),
+    ('["partner"]', "not a domain"),
+])
+def test_partner_domains_are_required_and_anyone_is_said_explicitly(tmp_path: Path, domains: str | None,
+                                                                   problem: str) -> None:
+    """DESIGN §5: no open relay by default; the embedded demo knows the examples' partner domain."""
+    path = tmp_path / "c.toml"
+    path.write_text("[workflow]\nreview_window = \"14d\"\n" + (f"partner_domains = {domains}\n" if domains else ""))
+    with pytest.raises(ConfigError) as err:
+        config.load(path, environ={})
+    assert err.value.key == "workflow.partner_domains" and problem in err.value.problem
+    assert load(tmp_path, '[workflow]\npartner_domains = ["*"]\n').workflow.partner_domains == ("*",)
+    assert config.load(None, environ={}).workflow.partner_domains == ("partner.example",)
 
 
 def test_secrets_resolve_at_load_and_never_print(tmp_path: Path) -> None:

@@ -126,6 +126,20 @@ def test_outsiders_and_auto_replies_are_filed_without_an_answer(install: Install
     assert "reason=automatic" in log
 
 
+def test_a_config_file_without_partner_domains_exits_2_naming_the_key(install: Install) -> None:
+    install.config.write_text(install.config.read_text().replace('partner_domains = ["partner.example"]\n', ""))
+    proc = install.cli("run", "--once", check=False)
+    assert proc.returncode == 2 and "workflow.partner_domains" in proc.stderr and "[\"*\"]" in proc.stderr
+
+
+def test_with_partner_domains_star_anyone_may_submit(install: Install) -> None:
+    install.write_config('[workflow]\npartner_domains = ["*"]\n')
+    install.drop(request_email(good_fields(), sender="someone@anywhere.example"))
+    install.run_once()
+    [req] = install.requests()
+    assert req["partner_email"] == "someone@anywhere.example" and [s.to for s in install.sent()] == [req["partner_email"]]
+
+
 def test_help_gets_the_blank_form(install: Install) -> None:
     msg = request_email({})
     msg.set_content("HELP\n")

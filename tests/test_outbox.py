@@ -32,7 +32,7 @@ def auth_relay() -> Iterator[SmtpRelay]:
 
 def make_app(tmp_path: Path, database_url: str | None, smtp: dict[str, Any], password: str = "",
              clock: FixedClock | None = None) -> App:
-    data: dict[str, Any] = {"smtp": smtp}
+    data: dict[str, Any] = {"smtp": smtp, "workflow": {"partner_domains": ["partner.example"]}}
     if database_url:
         data["database"] = {"url": database_url}
     cfg = from_dict(data, base=tmp_path, environ={"SMTP_PASSWORD": password})

@@ -58,7 +58,8 @@ LABELS = {"account_name": "Account Name", "customer_email": "Customer Email", "a
 def _app(tmp_path: Path, database_url: str | None) -> Iterator[App]:
     cfg = config_mod.from_dict(
         {"mailbox": {"path": "inbox"}, "smtp": {"path": "outbox"},
-         "database": {"url": database_url or "sqlite:///smartacct.db"}},
+         "database": {"url": database_url or "sqlite:///smartacct.db"},
+         "workflow": {"partner_domains": ["*"]}},   # any sender: the fuzzed ones too
         base=tmp_path, environ={})
     application = build(cfg, clock=FixedClock())
     yield application

@@ -92,7 +92,8 @@ class App:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.store, self.transport, self.config.smtp.give_up_after, self.metrics, self.alive, self.stop)
+        return Outbox(self.store, self.transport, self.config.smtp.give_up_after,
+                      self.config.workflow.max_emails_per_address_per_hour, self.metrics, self.alive, self.stop)
 
     @cached_property
     def loop(self) -> Loop:

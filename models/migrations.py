@@ -7,15 +7,20 @@ new step. `{pk}`, `{blob}` and `{ts}` stand for the dialect's spelling.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Callable
 
 import peewee
+
+from models.outbox import message_id_hash, redacted
 
 _DIALECT = {
     "sqlite": {"pk": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "ts": "DATETIME", "bigint": "INTEGER"},
     "postgres": {"pk": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA", "ts": "TIMESTAMP", "bigint": "BIGINT"},
 }
 
-STEPS: list[tuple[int, str, list[str]]] = [
+Step = str | Callable[[peewee.Database], None]   # SQL, or Python where SQL cannot say it
+
+STEPS: list[tuple[int, str, list[Step]]] = [
     (1, "initial schema", [
         """CREATE TABLE request (
             id {pk},
@@ -132,9 +137,28 @@ STEPS: list[tuple[int, str, list[str]]] = [
             last_error TEXT
         )""",
     ]),
+    (5, "reply codes unreadable at rest: Message-IDs hashed, sent emails redacted", [
+        "ALTER TABLE outbox RENAME COLUMN raw TO body",
+        "ALTER TABLE outbox RENAME COLUMN message_id TO message_id_hash",
+        "ALTER TABLE reply_token ADD COLUMN message_id_hash VARCHAR(64)",
+        "CREATE UNIQUE INDEX reply_token_message ON reply_token (message_id_hash)",
+        # The hourly cap per address counts what went out in the last hour (DESIGN §4).
+        "CREATE INDEX outbox_sent ON outbox (recipient, sent_at)",
+        lambda db: _hash_and_redact(db),
+    ]),
 ]
 
 LATEST = STEPS[-1][0]
+
+
+def _hash_and_redact(db: peewee.Database) -> None:
+    """Step 5 for rows written before it: ids replaced by their hash, the bodies of sent emails redacted."""
+    param = db.param
+    rows = db.execute_sql("SELECT id, message_id_hash, body, state FROM outbox").fetchall()
+    for row_id, message_id, body, state in rows:
+        changed = redacted(bytes(body)) if state == "sent" else bytes(body)
+        db.execute_sql(f"UPDATE outbox SET message_id_hash = {param}, body = {param} WHERE id = {param}",
+                       (message_id_hash(message_id), changed, row_id))
 
 
 def dialect_of(db: peewee.Database) -> str:
@@ -157,8 +181,11 @@ def migrate(db: peewee.Database) -> list[int]:
             if version in applied:
                 continue
             with db.atomic():
-                for sql in statements:
-                    db.execute_sql(sql.format(**words))
+                for step in statements:
+                    if callable(step):
+                        step(db)
+                    else:
+                        db.execute_sql(step.format(**words))
                 db.execute_sql(
                     "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)" % (db.param, db.param, db.param),
                     (version, name, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),

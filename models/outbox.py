@@ -1,8 +1,15 @@
-"""The durable outbox: finished emails waiting to be sent, with their fixed Message-ID."""
+"""The durable outbox: finished emails waiting to be sent, with their fixed Message-ID.
+
+A reply code is a bearer secret (DESIGN §3): the row keeps only the hash of the email's
+Message-ID, and once the email is sent its stored copy has the code and the Message-ID
+masked (`redacted`), so the database holds no usable code for emails already out.
+"""
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import re
 
 import peewee
 
@@ -21,8 +28,8 @@ class OutboxRow(BaseModel):
     request_id = peewee.IntegerField(null=True)
     kind = SafeCharField(max_length=40)
     recipient = SafeCharField(max_length=320)
-    message_id = SafeCharField(max_length=255, unique=True)
-    raw = peewee.BlobField()
+    message_id_hash = SafeCharField(max_length=255, unique=True)   # sha256 hex of the Message-ID
+    body = peewee.BlobField()                                       # the finished email; redacted once sent
     state = SafeCharField(max_length=16, default=OutboxState.queued.value)
     attempts = peewee.IntegerField(default=0)
     created_at = UtcDateTimeField()
@@ -33,3 +40,27 @@ class OutboxRow(BaseModel):
 
     class Meta:
         table_name = "outbox"
+
+
+MASK = b"[redacted]"
+_HEAD_LIMIT = 16_384                      # our own header is far shorter
+_SECRETS = (
+    re.compile(rb"^Reply-To:[^\r\n]*\+([a-z2-7]{26})@", re.MULTILINE | re.IGNORECASE),   # the reply code
+    re.compile(rb"^Message-ID:[ \t]*<([^<>@\s]+)@", re.MULTILINE | re.IGNORECASE),        # maps to it
+)
+
+
+def message_id_hash(message_id: str) -> str:
+    return hashlib.sha256(message_id.strip().strip("<>").encode("utf-8", "replace")).hexdigest()
+
+
+def redacted(raw: bytes) -> bytes:
+    """Our own email with its reply code and Message-ID masked wherever they appear, also where
+    quoted-printable broke a line inside them (`=` CRLF)."""
+    head = raw[:_HEAD_LIMIT]
+    for pattern in _SECRETS:
+        found = pattern.search(head)
+        if found is not None:
+            secret = b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in found.group(1))
+            raw = re.sub(secret, MASK, raw)
+    return raw

@@ -19,6 +19,7 @@ TOKEN_BYTES = 16  # 128 random bits
 class ReplyToken(BaseModel):
     request = peewee.ForeignKeyField(Request, backref="tokens", on_delete="CASCADE")
     token_hash = SafeCharField(max_length=64, unique=True)
+    message_id_hash = SafeCharField(max_length=64, null=True, unique=True)   # the email that carried it
     party = SafeCharField(max_length=16)          # "partner" | "customer"
     actions = SafeCharField(max_length=64)        # space-separated keywords it may carry
     issued_for_state = SafeCharField(max_length=32)

@@ -14,7 +14,7 @@ import authres
 from parsers.form import FormResult, parse_form
 from parsers.message import ParsedMessage, ascii_domain
 from parsers.ref import find_refs as refs_in
-from parsers.reply import Command, Keyword, find_command, find_refs, token_candidates
+from parsers.reply import Command, Keyword, find_command, find_refs, own_message_ids, token_candidates
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Reply:
     command: Command | None
     tokens: tuple[str, ...]
     subject_refs: tuple[str, ...]
+    thread_ids: tuple[str, ...] = ()     # our own Message-IDs it answers
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,20 @@ class Ignore:
     reason: str
 
 
-Intent = NewRequest | Reply | CommandMail | Bounce | NotARequest | Ignore
+@dataclass(frozen=True)
+class Refuse:
+    """Whoever wrote it cannot be told apart from a forger: never acted on, never answered (DESIGN §3)."""
+
+    reason: str                 # "from_not_one_address" | "dmarc"
 
 
-def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_address: str) -> Intent:
+Intent = NewRequest | Reply | CommandMail | Bounce | NotARequest | Ignore | Refuse
+
+
+def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_address: str,
+             dmarc_authserv_id: str | None = None) -> Intent:
+    """What the message is. With `dmarc_authserv_id` (require_dmarc_pass), only mail with an aligned
+    dmarc=pass from that server may act or be answered, new requests as well as replies."""
     if msg.is_bounce:  # before the sender check: bounces often come from MAILER-DAEMON or <>
         return Bounce(msg.bounced_message_ids, msg.bounce_status)
     if msg.sender is None:
@@ -64,15 +75,21 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
         return Ignore("automatic:" + ",".join(msg.auto_marks[:3]))
     if _same_mailbox(msg.sender, own_address):
         return Ignore("from_ourselves")
+    if msg.from_count != 1:
+        return Refuse("from_not_one_address")
+    if dmarc_authserv_id is not None and not dmarc_passed(msg, dmarc_authserv_id):
+        return Refuse("dmarc")
     command = find_command(msg.text)
-    tokens = token_candidates(msg, own_address.rpartition("@")[2])
-    if tokens:
-        return Reply(command, tokens, subject_refs(msg))
+    own_domain = own_address.rpartition("@")[2]
+    tokens = token_candidates(msg, own_domain)
+    thread = own_message_ids(msg, own_domain)
+    if tokens or (thread and command is not None):
+        return Reply(command, tokens, subject_refs(msg), thread)
     if command is not None and command.keyword is Keyword.STATUS:
         return CommandMail(command)  # answered only to a party of the request it names
     if not sender_allowed(msg.sender, partner_domains):
-        if find_refs(msg):
-            return Reply(command, (), subject_refs(msg))  # a reply without its token: logged, no effect
+        if thread or find_refs(msg):
+            return Reply(command, (), subject_refs(msg), thread)  # without a token: logged, no effect
         return Ignore("outsider")
     if command is not None and command.keyword is Keyword.HELP:
         return CommandMail(command)
@@ -80,9 +97,9 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     if not form.found and msg.attachment_text:
         form = parse_form(msg.attachment_text)  # "see the attached form"
     if form.found:
-        return NewRequest(form)
-    if command is not None or find_refs(msg):
-        return Reply(command, (), subject_refs(msg))
+        return NewRequest(form)   # also a corrected form sent as a reply to our rejection
+    if command is not None or thread or find_refs(msg):
+        return Reply(command, (), subject_refs(msg), thread)
     return NotARequest()
 
 

@@ -68,6 +68,7 @@ class ParsedMessage:
     bounce_status: str | None         # the worst DSN Status (e.g. "5.1.1") when a bounce says one
     bounced_message_ids: tuple[str, ...]  # Message-IDs of the original email a bounce returns
     authentication_results: tuple[str, ...]  # raw Authentication-Results header values
+    from_count: int                   # addresses in every From header together: exactly one may act (DESIGN §3)
     content_hash: str                 # sha256 hex of the raw bytes
     size: int                         # len(raw)
     defects: tuple[str, ...] = field(default=())  # parse problems worth a log line
@@ -143,6 +144,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         bounce_status=bounce_status(facts) if bounce else None,
         bounced_message_ids=bounced_message_ids(facts) if bounce else (),
         authentication_results=tuple(_unfold(v) for v in hdr.all_raw("authentication-results")),
+        from_count=_address_count(hdr.all_raw("from")),
         content_hash=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
         defects=tuple(_dedupe(defects)),
@@ -474,6 +476,18 @@ def _first_address(value: str) -> tuple[str, str | None]:
         if addr:
             return name, addr
     return (pairs[0][0] if pairs else _collapse(_decode_words(value)) if value and "@" not in value else ""), None
+
+
+def _address_count(values: tuple[str, ...]) -> int:
+    """How many addresses the From headers name, usable or not: `a@x, b@y` is two senders."""
+    count = 0
+    for value in values:
+        try:
+            pairs = email.utils.getaddresses([value[:MAX_ADDRESS_HEADER]])
+        except (RecursionError, ValueError, TypeError, IndexError, email.errors.HeaderParseError):
+            return 2   # unparseable: not one clear sender
+        count += sum(1 for _, addr in pairs if "@" in addr)
+    return count
 
 
 def _recipients(hdr: _Headers) -> tuple[str, ...]:

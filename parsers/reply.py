@@ -226,9 +226,9 @@ _CODE_LINE = re.compile(r"^[ \t>]*(?:Ref:[ \t]*SA-\d{6,12}[^\n]{0,12}?)?Code:[ \
 
 def token_candidates(msg: ParsedMessage, own_domain: str) -> tuple[str, ...]:
     """Possible reply tokens, found only where we put them (DESIGN §3), most trustworthy first:
-    the Reply-To plus-address (back in To/Cc/Delivered-To/X-Original-To), our own Message-IDs
-    (`<token>.<ref>@<own_domain>`) in In-Reply-To/References, then the `Code:` footer line.
-    A word of the right length anywhere else ("Datenschutzgrundverordnung") is not a token."""
+    the Reply-To plus-address (back in To/Cc/Delivered-To/X-Original-To), then the `Code:`
+    footer line. A word of the right length anywhere else ("Datenschutzgrundverordnung") is
+    not a token. Our Message-IDs carry no token: `own_message_ids` finds those."""
     domain = ascii_domain(own_domain)
     found: dict[str, None] = {}
 
@@ -242,17 +242,19 @@ def token_candidates(msg: ParsedMessage, own_domain: str) -> tuple[str, ...]:
             tail = local.rsplit("+", 1)[1].lower()
             if _TOKEN_EXACT.fullmatch(tail):
                 add(tail)
-    for message_id in (*msg.in_reply_to, *msg.references):
-        local, _, at = message_id.rpartition("@")
-        if ascii_domain(at) == domain:
-            first = local.split(".", 1)[0].lower()
-            if _TOKEN_EXACT.fullmatch(first):
-                add(first)
     for match in _CODE_LINE.finditer(msg.text):
         if len(found) >= MAX_TOKENS:
             break
         add(match.group(1))
     return tuple(found)
+
+
+def own_message_ids(msg: ParsedMessage, own_domain: str) -> tuple[str, ...]:
+    """Our own Message-IDs named in In-Reply-To/References: each maps to the token of the email
+    it identifies, through the database (DESIGN §3)."""
+    domain = ascii_domain(own_domain)
+    ids = (i for i in (*msg.in_reply_to, *msg.references) if ascii_domain(i.rpartition("@")[2]) == domain)
+    return tuple(dict.fromkeys(ids))[:MAX_TOKENS]
 
 
 def find_refs(msg: ParsedMessage) -> tuple[str, ...]:

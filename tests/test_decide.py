@@ -66,7 +66,8 @@ def mail(sender: str, body: str, *, subject: str = "Hello", to: str = OURS, extr
 
 def run(raw: bytes, wf: WorkflowConfig = WF, **facts: object) -> Decision:
     msg = parse_message(raw)
-    intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=OURS)
+    intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=OURS,
+                         dmarc_authserv_id=wf.trusted_authserv_id if wf.require_dmarc_pass else None)
     return decide(intent, Facts(msg, **facts), NOW, wf)  # type: ignore[arg-type]
 
 
@@ -175,10 +176,19 @@ def test_a_stale_reply_gets_a_friendly_answer() -> None:
     assert d.logs[0].fields["reason"] == "stale"
 
 
-def test_dmarc_is_required_when_configured() -> None:
+def test_dmarc_is_required_when_configured_for_replies_and_new_requests() -> None:
     wf = dataclasses.replace(WF, require_dmarc_pass=True, trusted_authserv_id="mx.example.com")
-    d = run(reply("CONFIRM"), wf, tokens=[TokenFact(Tok(), Req())])
-    assert d.update is None and d.logs[0].fields["reason"] == "dmarc"
+    for raw in (reply("CONFIRM"), mail(PARTNER, FORM)):
+        d = run(raw, wf, tokens=[TokenFact(Tok(), Req())])
+        assert d.update is None and d.create is None and d.mails == () and d.folder is Folder.rejected
+        assert [(line.name, line.fields["reason"]) for line in d.logs] == [("message.refused", "dmarc")]
+    passed = "Authentication-Results: mx.example.com; dmarc=pass header.from=partner.example\r\n"
+    assert run(mail(PARTNER, FORM, extra=passed), wf).create is not None
+
+
+def test_two_from_addresses_are_refused_and_never_answered() -> None:
+    d = run(reply("CONFIRM", f"{PARTNER}, mallory@evil.example"), tokens=[TokenFact(Tok(), Req())])
+    assert d.update is None and d.mails == () and d.logs[0].fields["reason"] == "from_not_one_address"
 
 
 def test_status_and_help() -> None:

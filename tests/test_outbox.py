@@ -46,8 +46,8 @@ def relay_config(relay: SmtpRelay) -> dict[str, Any]:
 
 def queue(app: App, count: int) -> None:
     now = app.clock.now()
-    rows = [dict(kind="review", recipient=f"p{n}@partner.example", message_id=f"m{n}@example.com",
-                 raw=f"Subject: review {n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\nhello\r\n".encode(),
+    rows = [dict(kind="review", recipient=f"p{n}@partner.example", message_id_hash=f"m{n}",
+                 body=f"Subject: review {n}\r\nMessage-ID: <m{n}@example.com>\r\n\r\nhello\r\n".encode(),
                  state=OutboxState.queued.value, created_at=now, next_try_at=now)
             for n in range(count)]
     OutboxRow.insert_many(rows).execute()
@@ -111,8 +111,8 @@ def test_give_up_after_still_fails_emails_no_session_could_take(
     app = make_app(tmp_path, database_url, relay_config(auth_relay), password="hunter2", clock=clock)
     queue(app, 5)
     clock.advance(dt.timedelta(days=1))
-    queue_later = dict(kind="welcome", recipient="c@customer.example", message_id="late@example.com",
-                       raw=b"Subject: late\r\n\r\nhello\r\n", state="queued", created_at=clock.now(),
+    queue_later = dict(kind="welcome", recipient="c@customer.example", message_id_hash="late",
+                       body=b"Subject: late\r\n\r\nhello\r\n", state="queued", created_at=clock.now(),
                        next_try_at=clock.now())
     OutboxRow.insert(queue_later).execute()
     clock.advance(dt.timedelta(days=1, minutes=1))     # the first five are older than give_up_after (2d)

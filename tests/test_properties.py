@@ -47,7 +47,7 @@ TOP_HEADERS = {"from", "to", "subject", "date", "message-id", "in-reply-to", "re
                "content-type", "content-transfer-encoding"}
 PART_HEADERS = {"content-type", "content-transfer-encoding", "mime-version"}
 # Events that say what became of one incoming message.
-OUTCOME_EVENTS = {"message.ignored", "message.not_a_request", "message.too_large", "message.duplicate",
+OUTCOME_EVENTS = {"message.ignored", "message.refused", "message.not_a_request", "message.too_large", "message.duplicate",
                   "bounce.ignored", "bounce.received", "request.created", "request.rejected", "reply.refused",
                   "help.answered", "status.answered", "status.refused", "email.suppressed"}
 LABELS = {"account_name": "Account Name", "customer_email": "Customer Email", "account_domain": "Account Domain",
@@ -212,7 +212,7 @@ def test_any_bytes_give_a_folder_and_only_well_formed_mail(any_app: App, raw: by
     assert len(rows) <= 1, f"one incoming message queued {len(rows)} emails: {[r.kind for r in rows]}"
     for row in rows:
         assert row.recipient.lower() != OUR_ADDRESS, "we wrote to ourselves"
-        check_outgoing(bytes(row.raw))
+        check_outgoing(bytes(row.body))
     app.outbox.drain()
 
 
@@ -259,7 +259,7 @@ def submit(app: App, fields: dict[str, str], *, exact: bool) -> tuple[str, Email
     assert len(rows) == 1, f"expected one review or rejection, got {[(r.kind, r.recipient) for r in rows]}"
     (row,) = rows
     assert row.kind in ("review", "rejection") and row.recipient == sender, (row.kind, row.recipient)
-    return row.kind, check_outgoing(bytes(row.raw))
+    return row.kind, check_outgoing(bytes(row.body))
 
 
 def _base_fields() -> dict[str, str]:
@@ -329,7 +329,7 @@ def outcome(app: App, events: pytest.LogCaptureFixture, raw: bytes, what: str) -
     assert set(lines) & OUTCOME_EVENTS, f"{what}: no log line says what happened (only {lines})"
     rows = new_rows(before)
     for row in rows:
-        check_outgoing(bytes(row.raw))
+        check_outgoing(bytes(row.body))
     result = f"{what}: {folder.value}, events {lines}, emails {[r.kind for r in rows]}, {took:.2f}s"
     print(result)
     return result
@@ -438,7 +438,7 @@ def test_a_message_over_the_size_limit_is_read_as_header_only(
     assert "message.too_large" in lines, lines
     (row,) = new_rows(before)
     assert row.kind == "rejection" and row.recipient == "paula@partner.example"
-    check_outgoing(bytes(row.raw))
+    check_outgoing(bytes(row.body))
     print(f"26 MB message: {folder.value}, {lines}, peak {peak / 1e6:.1f} MB")
     assert peak < 50_000_000
 

@@ -17,6 +17,7 @@ from parsers.reply import (
     Keyword,
     find_command,
     find_refs,
+    own_message_ids,
     reply_text,
     token_candidates,
 )
@@ -221,11 +222,13 @@ def test_token_from_plus_address() -> None:
     assert token_candidates(msg, "example.com") == (TOKEN,)
 
 
-def test_token_from_in_reply_to_and_references() -> None:
+def test_our_message_ids_come_from_in_reply_to_and_references_never_as_tokens() -> None:
+    """Our Message-IDs are random and map to tokens only through the database (DESIGN §3)."""
     other = "b" * 26
-    msg = parse_message(_reply(In_Reply_To=f"<{TOKEN}.sa-000042@example.com>",
-                               References=f"<unrelated@x> <{other}.sa-000041@example.com> <{TOKEN}.sa-000042@example.com>"))
-    assert token_candidates(msg, "example.com") == (TOKEN, other)
+    msg = parse_message(_reply(In_Reply_To=f"<{TOKEN}@example.com>",
+                               References=f"<unrelated@x> <{other}@example.com> <{TOKEN}@example.com>"))
+    assert own_message_ids(msg, "example.com") == (f"{TOKEN}@example.com", f"{other}@example.com")
+    assert token_candidates(msg, "example.com") == ()
 
 
 def test_token_from_quoted_footer_and_order() -> None:
@@ -283,11 +286,6 @@ FOOTER = f"Ref: SA-000042 \u00b7 Code: {TOKEN}"
     ("route", "raw"),
     [
         ("plus-address only", _reply(to=f"Smart Accounts <smart-accounts+{TOKEN}@example.com>", body="ACCEPT\n")),
-        ("In-Reply-To, Gmail quote without footer",
-         _reply(body="ACCEPT\n\n" + GMAIL_EN + "> Please reply ACCEPT or DECLINE.\n",
-                In_Reply_To=f"<{TOKEN}.sa-000042@example.com>")),
-        ("References, our id last",
-         _reply(body="ACCEPT\n", References=f"<root@partner.example> <{TOKEN}.sa-000042@Example.COM>")),
         ("quoted footer", _reply(body=f"ACCEPT\n\n{GMAIL_EN}> Please reply ACCEPT.\n>\n> {FOOTER}\n")),
         ("footer quoted twice", _reply(body=f"ACCEPT\n\n>> {FOOTER}\n")),
         ("Outlook, original unquoted", _reply(body=f"ACCEPT\n\n{OUTLOOK_BLOCK_ONLY}\n{FOOTER}\n")),
@@ -308,6 +306,25 @@ def test_a_reply_carries_its_token_by_every_route(route: str, raw: bytes) -> Non
     assert intent.tokens == (TOKEN,)
 
 
+OUR_ID = "q" * 26 + "@example.com"
+
+
+@pytest.mark.parametrize(("route", "raw"), [
+    ("In-Reply-To, Gmail quote without footer",
+     _reply(body="ACCEPT\n\n" + GMAIL_EN + "> Please reply ACCEPT or DECLINE.\n", In_Reply_To=f"<{OUR_ID}>")),
+    ("References, our id last", _reply(body="ACCEPT\n", References=f"<root@partner.example> <{OUR_ID.upper()}>")),
+])
+def test_a_reply_names_our_message_id_when_code_and_plus_address_are_gone(route: str, raw: bytes) -> None:
+    intent = _classify(raw)
+    assert isinstance(intent, Reply) and intent.tokens == () and intent.command is not None, route
+    assert [i.lower() for i in intent.thread_ids] == [OUR_ID]
+
+
+def test_a_corrected_form_sent_as_a_reply_to_our_rejection_is_a_new_request() -> None:
+    form = "Account Name: Acme\nCustomer Email: carla@acme.example\nAccount Domain: acme.example\n"
+    assert isinstance(_classify(_reply(body=form, In_Reply_To=f"<{OUR_ID}>")), NewRequest)
+
+
 @pytest.mark.parametrize(
     ("where", "raw"),
     [
@@ -316,6 +333,7 @@ def test_a_reply_carries_its_token_by_every_route(route: str, raw: bytes) -> Non
         ("Code: in the middle of a line", _reply(body=f"ACCEPT\n\nThe Code: {TOKEN}\n")),
         ("Code: with more words after it", _reply(body=f"ACCEPT\n\n> {FOOTER} please\n")),
         ("someone else's Message-ID", _reply(In_Reply_To=f"<{TOKEN}.sa-000042@elsewhere.example>")),
+        ("our Message-ID", _reply(In_Reply_To=f"<{TOKEN}@example.com>")),
         ("a token not first in our Message-ID", _reply(References=f"<x.{TOKEN}@example.com>")),
         ("someone else's plus-address", _reply(to=f"pat+{TOKEN}@partner.example")),
     ],

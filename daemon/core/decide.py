@@ -30,8 +30,8 @@ from parsers.reply import Keyword
 from parsers.validate import Problem, ValidRequest, request_language, validate
 
 # The most telling refusal first: a stale token from the right party deserves a friendly answer.
-_REFUSAL_RANK = {Refusal.stale: 0, Refusal.dmarc: 1, Refusal.not_allowed: 2, Refusal.ref_mismatch: 3,
-                 Refusal.wrong_sender: 4, Refusal.no_token: 5}
+_REFUSAL_RANK = {Refusal.stale: 0, Refusal.not_allowed: 1, Refusal.ref_mismatch: 2, Refusal.wrong_sender: 3,
+                 Refusal.no_token: 4}
 ECHO_MAX = {"account_name": 1000, "customer_email": 320, "account_domain": 255}   # columns of a rejected request
 NOTE_ECHO_MAX = 5000
 
@@ -136,6 +136,10 @@ def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig
         case cl.Ignore():
             return Decision(Outcome.ignored, Folder.processed, logs=(Log(
                 "message.ignored", {"reason": intent.reason, "sender": msg.sender, "message_id": msg.message_id}),))
+        case cl.Refuse():
+            return Decision(Outcome.ignored, Folder.rejected, logs=(Log(
+                "message.refused", {"reason": intent.reason, "sender": msg.sender, "from_count": msg.from_count,
+                                    "message_id": msg.message_id}, logging.WARNING),))
     raise TypeError(f"no decision for {type(intent).__name__}")
 
 
@@ -230,8 +234,6 @@ def _act(intent: cl.Reply, keyword: Keyword, facts: Facts, now: dt.datetime, wf:
         refusal = authorize(found.token, req, sender, keyword)
         if refusal is None and intent.subject_refs and format_ref(req.id) not in intent.subject_refs:
             refusal = Refusal.ref_mismatch
-        if refusal is None and wf.require_dmarc_pass and not cl.dmarc_passed(msg, wf.trusted_authserv_id):
-            refusal = Refusal.dmarc
         t = transition(req, KEYWORD_ACTIONS[keyword], now, wf) if refusal is None else None
         if t is None:
             refusals.append((refusal or Refusal.stale, found))

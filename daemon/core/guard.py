@@ -1,13 +1,20 @@
-"""The loop guard's verdict (DESIGN §3, §4): whether an answer may go to an address now. Pure.
+"""The hourly cap per address and the loop guard (DESIGN §3, §4). Pure.
 
-Answers to incoming mail are the only emails a mail loop can multiply (an autoresponder
-answering our answer), so they are the ones held back: at most `max_per_hour` emails to
-one address per hour, and the same answer to one address at most once a day.
+No sender can make us send more than `max_per_hour` emails to one address in any hour.
+Answers to incoming mail are what a mail loop multiplies (an autoresponder answering our
+answer), so over the cap they are dropped when queued, and the same answer goes to one
+address at most once a day. Every other email (a review, an activation) is delayed by
+the outbox until the hour allows it, never lost.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
+
 from daemon.core.workflow import Mail
+
+HOUR = dt.timedelta(hours=1)
 
 ANSWER_KINDS = frozenset({"rejection", "help", "status", "late_reply"})
 
@@ -21,3 +28,12 @@ def answer_suppressed(mail: Mail, sent_last_hour: int, same_topic_today: bool, m
     if mail.topic and same_topic_today:
         return "same_answer_today"
     return None
+
+
+def send_at(sent: Sequence[dt.datetime], now: dt.datetime, max_per_hour: int) -> dt.datetime | None:
+    """When the next email to one address may go out, given when the earlier ones went: None for
+    now, else one hour after the oldest of the `max_per_hour` that fill the last hour."""
+    recent = sorted(t for t in sent if t > now - HOUR)
+    if not max_per_hour or len(recent) < max_per_hour:
+        return None
+    return recent[len(recent) - max_per_hour] + HOUR

@@ -103,7 +103,6 @@ class Refusal(enum.StrEnum):
     not_allowed = "not_allowed"     # e.g. the partner sending ACCEPT for the customer
     stale = "stale"                 # used already, or the request left the state it was for
     ref_mismatch = "ref_mismatch"   # the token belongs to another request than the subject names
-    dmarc = "dmarc"
 
 
 def party_address(req: RequestLike, party: str) -> str:

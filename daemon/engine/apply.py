@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from daemon.core.guard import ANSWER_KINDS, answer_suppressed
 from daemon.core.workflow import Mail
 from daemon.mail.render import Renderer
 from models.event import Event
-from models.outbox import OutboxRow, OutboxState
+from models.outbox import OutboxRow, OutboxState, message_id_hash
 from models.request import Request
 from models.token import ReplyToken, new_token, token_hash
 from parsers.message import ParsedMessage
@@ -132,12 +131,13 @@ class Applier:
             return None
         token = new_token() if mail.party else None
         ref = req.ref if req is not None else None
-        domain = self.renderer.from_addr.rpartition("@")[2]
-        local = token or secrets.token_hex(12)
-        message_id = f"{local}.{(ref or 'sa').lower()}@{domain}"
+        # Random, and mapped to the token only through its hash: the id itself says nothing (DESIGN §3).
+        message_id = f"{new_token()}@{self.renderer.from_addr.rpartition('@')[2]}"
+        id_hash = message_id_hash(message_id)
         if token is not None and req is not None:
-            ReplyToken.create(request=req.id, token_hash=token_hash(token), party=mail.party,
-                              actions=" ".join(mail.actions), issued_for_state=req.state, issued_at=self.now)
+            ReplyToken.create(request=req.id, token_hash=token_hash(token), message_id_hash=id_hash,
+                              party=mail.party, actions=" ".join(mail.actions), issued_for_state=req.state,
+                              issued_at=self.now)
         threading = self.answering if mail.thread else None
         lang = mail.lang or (req.language if req is not None else self.workflow.default_language)
         extra = {"form": self.renderer.blank_form(lang)} if mail.with_form else {}
@@ -150,7 +150,7 @@ class Applier:
             auto_submitted="auto-replied" if threading else "auto-generated",
         )
         row = OutboxRow.create(request_id=req.id if req is not None else None, kind=mail.kind,
-                               recipient=mail.to, message_id=message_id, raw=email.raw,
+                               recipient=mail.to, message_id_hash=id_hash, body=email.raw,
                                state=OutboxState.queued.value, created_at=self.now, next_try_at=self.now,
                                topic=mail.topic)
         if req is not None:

@@ -19,7 +19,7 @@ import peewee
 
 from daemon import log
 from daemon.engine import isolate
-from daemon.engine.ingest import Ingest, idempotency_key
+from daemon.engine.ingest import Ingest, idempotency_key, masked
 from daemon.engine.isolate import Isolation
 from daemon.engine.apply import ConcurrentChange, Store
 from daemon.errors import MailboxError
@@ -163,7 +163,7 @@ class Attempts:
 
     def _quarantine(self, item: InboxMessage, claim: Claim, failures: int, error: str) -> Folder:
         """Record it for `quarantine list`, from its header only: the body is what failed."""
-        head = _describe(item.raw)
+        head = masked(_describe(item.raw), self.store.renderer.from_addr)
         key = idempotency_key(head) if head.message_id else "sha256:" + claim.raw_hash
         now = self.store.clock.now()
         values = {"handled_at": now, "outcome": Outcome.quarantined.value, "folder": Folder.quarantine.value,

@@ -8,6 +8,7 @@ the idempotency row and creates nothing new.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from daemon.engine.apply import ConcurrentChange, Store
 from daemon.mail.mailbox import InboxMessage
 from models.attempt import Attempt
 from models.message import Folder, IncomingMessage
-from models.outbox import OutboxRow
+from models.outbox import OutboxRow, message_id_hash
 from models.request import Request
 from models.state import BLOCKING
 from models.token import ReplyToken, token_hash
@@ -32,6 +33,16 @@ if TYPE_CHECKING:
     from daemon.ops.metrics import Metrics
 
 MAX_MESSAGE_ID = 300    # longer Message-IDs are keyed by their hash
+
+
+def masked(msg: ParsedMessage, own_address: str) -> ParsedMessage:
+    """One of our own emails come back carries our Message-ID, which maps to a reply code: keep
+    only a hash of it, so it reaches no log line and no column (DESIGN §3)."""
+    domain = own_address.rpartition("@")[2].lower()
+    mid = msg.message_id
+    if mid is None or mid.rpartition("@")[2].lower() != domain:
+        return msg
+    return dataclasses.replace(msg, message_id=f"ours-{message_id_hash(mid)[:16]}@{domain}")
 
 
 def idempotency_key(msg: ParsedMessage) -> str:
@@ -54,7 +65,7 @@ class Ingest:
         """Everything one message causes, committed at once; returns the folder to file it in.
         Raises on failure: daemon.engine.attempts decides what that costs the message."""
         store = self.store
-        msg = parse_message(item.raw)
+        msg = masked(parse_message(item.raw), store.renderer.from_addr)
         key = idempotency_key(msg)
         now = store.clock.now()
         seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
@@ -63,8 +74,9 @@ class Ingest:
             log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
             self.metrics.handled("duplicate")
             return Folder(seen.folder)
-        intent = cl.classify(msg, partner_domains=store.workflow.partner_domains,
-                             own_address=store.renderer.from_addr)
+        wf = store.workflow
+        intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=store.renderer.from_addr,
+                             dmarc_authserv_id=wf.trusted_authserv_id if wf.require_dmarc_pass else None)
         applier = store.applier(answering=msg, now=now)
         with store.db.atomic():
             ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
@@ -91,18 +103,22 @@ def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_si
         case cl.NewRequest():
             domain = form_domain(intent.form)
             return Facts(msg, open_ref=_open_ref(domain) if domain else None)
-        case cl.Reply() if intent.tokens:
+        case cl.Reply() if intent.tokens or intent.thread_ids:
+            by_token = [token_hash(t) for t in intent.tokens]
+            by_id = [message_id_hash(i) for i in intent.thread_ids]
             found = (ReplyToken.select(ReplyToken, Request).join(Request)
-                     .where(ReplyToken.token_hash.in_([token_hash(t) for t in intent.tokens])))
-            order = {token_hash(t): i for i, t in enumerate(intent.tokens)}
-            tokens = sorted(found, key=lambda tok: order[tok.token_hash])
+                     .where(ReplyToken.token_hash.in_(by_token) | ReplyToken.message_id_hash.in_(by_id)))
+            order = {h: i for i, h in enumerate([*by_token, *by_id])}   # where the message carried them
+            tokens = sorted(found, key=lambda tok: min(order.get(tok.token_hash, len(order)),
+                                                       order.get(tok.message_id_hash, len(order))))
             return Facts(msg, tokens=tuple(TokenFact(tok, tok.request) for tok in tokens))
         case cl.CommandMail():
             ref = status_ref(intent, msg)
             req_id = parse_ref(ref) if ref else None
             return Facts(msg, request=Request.get_or_none(Request.id == req_id) if req_id else None)
         case cl.Bounce() if intent.bounced_message_ids:
-            row = OutboxRow.select().where(OutboxRow.message_id.in_(list(intent.bounced_message_ids))).first()
+            hashes = [message_id_hash(i) for i in intent.bounced_message_ids]
+            row = OutboxRow.select().where(OutboxRow.message_id_hash.in_(hashes)).first()
             if row is None:
                 return Facts(msg)
             req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None

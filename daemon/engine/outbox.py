@@ -18,10 +18,11 @@ import peewee
 
 from daemon import log
 from daemon.core.decide import decide_refused
+from daemon.core.guard import HOUR, send_at
 from daemon.engine.apply import Store, ref_of
 from daemon.errors import DeliveryError, PermanentFailure, SessionFailure, TemporaryFailure
 from models.locks import is_postgres
-from models.outbox import OutboxRow, OutboxState
+from models.outbox import OutboxRow, OutboxState, redacted
 from models.request import Request
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Outbox:
     store: Store
     transport: Transport
     give_up_after: dt.timedelta
+    max_per_hour: int            # emails to one address in any hour (DESIGN §4)
     metrics: Metrics
     alive: Callable[[], None]
     stop: threading.Event
@@ -84,6 +86,8 @@ class Outbox:
         sender = self.store.renderer.from_addr
         failure: SessionFailure | None = None
         answered = False  # the server took or answered at least one email: the session works
+        sent: dict[str, list[dt.datetime]] = {}      # per recipient, what went out in the last hour
+        held: dict[str, tuple[int, dt.datetime]] = {}
         with transport.session() as session:  # connects on the first send only
             while not self.stop.is_set():
                 self.alive()
@@ -91,8 +95,13 @@ class Outbox:
                     row = self._claim_next()
                     if row is None:
                         break
+                    until = self._held_until(row.recipient, sent)
+                    if until is not None:   # over the hourly cap: later, never lost
+                        OutboxRow.update(next_try_at=until).where(OutboxRow.id == row.id).execute()
+                        held[row.recipient] = (held.get(row.recipient, (0, until))[0] + 1, until)
+                        continue
                     try:
-                        session.send(bytes(row.raw), sender, [row.recipient], row.message_id)
+                        session.send(bytes(row.body), sender, [row.recipient], row.message_id_hash)
                     except SessionFailure as exc:
                         # Not this email's fault: it stays queued as it was, with the reason to read.
                         OutboxRow.update(last_error=str(exc)[:1000]).where(OutboxRow.id == row.id).execute()
@@ -104,12 +113,25 @@ class Outbox:
                         self._permanent(row, exc, result)
                     else:
                         self._sent(row, result)
+                        sent[row.recipient].append(self.store.clock.now())
                     answered = True
+        for recipient, (count, until) in held.items():
+            log.warning("email.delayed", to=recipient, emails=count, until=until, reason="hourly_cap",
+                        cap=self.max_per_hour)
         if failure is not None:
             self._session_failed(failure, result)
         elif answered and transport.backoff.succeeded():
             log.event("outbox.resumed", sent=result.sent)
         return result
+
+    def _held_until(self, recipient: str, sent: dict[str, list[dt.datetime]]) -> dt.datetime | None:
+        """When `recipient` may get the next email under the hourly cap; None: now."""
+        now = self.store.clock.now()
+        if recipient not in sent:
+            sent[recipient] = [t for (t,) in OutboxRow.select(OutboxRow.sent_at).where(
+                (OutboxRow.recipient == recipient) & (OutboxRow.state == OutboxState.sent.value)
+                & (OutboxRow.sent_at > now - HOUR)).tuples()]
+        return send_at(sent[recipient], now, self.max_per_hour)
 
     def next_due(self) -> dt.datetime | None:
         """When the next drain has something to do: the first due row, but not before the backoff ends."""
@@ -150,13 +172,13 @@ class Outbox:
         if is_postgres(db):
             sql += " FOR UPDATE SKIP LOCKED"  # rows another instance is sending are passed over
         now = OutboxRow._meta.fields["next_try_at"].db_value(self.store.clock.now())
-        # ModelRaw, as OutboxRow.raw is the column holding the email's bytes.
         return next(iter(peewee.ModelRaw(OutboxRow, sql, (now,)).execute()), None)
 
     def _sent(self, row: OutboxRow, result: DrainResult) -> None:
         now = self.store.clock.now()
+        # Sent: the stored copy keeps no usable code (DESIGN §3).
         OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
-                         last_error=None).where(OutboxRow.id == row.id).execute()
+                         last_error=None, body=redacted(bytes(row.body))).where(OutboxRow.id == row.id).execute()
         result.sent += 1
         self.metrics.emails_sent.labels(row.kind).inc()
         log.event("email.sent", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, outbox=row.id)

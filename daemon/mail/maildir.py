@@ -213,8 +213,8 @@ class MaildirTransport:
     def session(self) -> Iterator["MaildirTransport"]:
         yield self
 
-    def send(self, raw: bytes, sender: str, recipients: Sequence[str], message_id: str) -> None:
-        name = f"{hashlib.sha256(message_id.encode()).hexdigest()[:24]}.{self._host}"
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> None:
+        name = f"{key[:24]}.{self._host}"   # a resend after a crash replaces the file
         tmp = self.path / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n".encode()
         try:

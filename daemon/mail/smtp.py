@@ -164,10 +164,10 @@ class SmtpSession:
         self._conn: smtplib.SMTP | None = None
         self._used = False      # the connection carried a command already: it may have gone stale
 
-    def send(self, raw: bytes, sender: str, recipients: Sequence[str], message_id: str) -> None:
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> None:
         """All recipients or none: a refused one aborts the transaction before DATA."""
         if not recipients:
-            raise PermanentFailure(f"email {message_id} has no recipients")
+            raise PermanentFailure(f"email {key[:12]} has no recipients")
         try:
             self._transaction(raw, sender, recipients)
         except _Stale:

@@ -14,8 +14,9 @@ from daemon.mail.backoff import SessionBackoff
 
 
 class Session(Protocol):
-    def send(self, raw: bytes, sender: str, recipients: Sequence[str], message_id: str) -> None:
-        """Hand one finished email over; raises TemporaryFailure, SessionFailure or PermanentFailure."""
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> None:
+        """Hand one finished email over; raises TemporaryFailure, SessionFailure or PermanentFailure.
+        `key` names the email stably (the hash of its Message-ID), so a resend is recognisably the same."""
 
 
 class Transport(Protocol):

@@ -66,7 +66,7 @@ def cancel_request(app: App, ref: str, reason: str = "") -> Request:
 def outbox_rows(state: str | None = None) -> list[dict[str, Any]]:
     """Outgoing emails, newest first, without their bytes."""
     query = OutboxRow.select(OutboxRow.id, OutboxRow.request_id, OutboxRow.kind, OutboxRow.recipient,
-                             OutboxRow.message_id, OutboxRow.state, OutboxRow.attempts, OutboxRow.created_at,
+                             OutboxRow.state, OutboxRow.attempts, OutboxRow.created_at,
                              OutboxRow.next_try_at, OutboxRow.sent_at, OutboxRow.last_error)
     if state:
         query = query.where(OutboxRow.state == state)
@@ -74,7 +74,7 @@ def outbox_rows(state: str | None = None) -> list[dict[str, Any]]:
         "id": row.id, "ref": format_ref(row.request_id) if row.request_id else None, "kind": row.kind,
         "recipient": row.recipient, "state": row.state, "attempts": row.attempts, "last_error": row.last_error,
         "created_at": iso(row.created_at), "next_try_at": iso(row.next_try_at) if row.state == "queued" else None,
-        "sent_at": iso(row.sent_at), "message_id": row.message_id,
+        "sent_at": iso(row.sent_at),
     } for row in query.order_by(OutboxRow.id.desc())]
 
 

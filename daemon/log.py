@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import unicodedata
 from typing import Any
 
 LOGGER_NAME = "smartacct"
@@ -20,7 +21,21 @@ _logger = logging.getLogger(LOGGER_NAME)
 
 _SECRET_KEYS = re.compile(r"pass|token|secret", re.IGNORECASE)
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_VALUE = 500                 # characters of one value: a log line never echoes a whole email
+
+
+def _escapes() -> dict[int, str]:
+    """Every character a terminal acts on or that hides text, written as \\uXXXX: C0, DEL and C1
+    controls (U+009B is an escape to a terminal), direction overrides and isolates, zero-width
+    characters, line and paragraph separators. Tab, CR and LF become spaces."""
+    table = {c: f"\\u{c:04x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))}
+    table.update({c: f"\\u{c:04x}" for c in range(0xA0, 0x10000)
+                  if unicodedata.category(chr(c)) in ("Cf", "Zl", "Zp")})
+    table.update({ord("\t"): " ", ord("\n"): " ", ord("\r"): " "})
+    return table
+
+
+_ESCAPES = _escapes()
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -42,8 +57,7 @@ def _clean(key: str, value: Any) -> str:
         return "***"
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    text = _CONTROL.sub(" ", "" if value is None else str(value))
-    return text[:500]
+    return ("" if value is None else str(value))[:MAX_VALUE].translate(_ESCAPES)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -62,7 +76,7 @@ class TextFormatter(logging.Formatter):
                 text = json.dumps(text, ensure_ascii=False)
             parts.append(f"{key}={text}")
         if record.exc_info:
-            parts.append("exception=" + json.dumps(self.formatException(record.exc_info)[-2000:], ensure_ascii=False))
+            parts.append("exception=" + json.dumps(self.formatException(record.exc_info)[-2000:].translate(_ESCAPES), ensure_ascii=False))
         return " ".join(parts)
 
 
@@ -73,7 +87,7 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 obj[key] = _clean(key, value)
         if record.exc_info:
-            obj["exception"] = self.formatException(record.exc_info)[-2000:]
+            obj["exception"] = self.formatException(record.exc_info)[-2000:].translate(_ESCAPES)
         return json.dumps(obj, ensure_ascii=False)
 
 

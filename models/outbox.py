@@ -44,10 +44,8 @@ class OutboxRow(BaseModel):
 
 MASK = b"[redacted]"
 _HEAD_LIMIT = 16_384                      # our own header is far shorter
-_SECRETS = (
-    re.compile(rb"^Reply-To:[^\r\n]*\+([a-z2-7]{26})@", re.MULTILINE | re.IGNORECASE),   # the reply code
-    re.compile(rb"^Message-ID:[ \t]*<([^<>@\s]+)@", re.MULTILINE | re.IGNORECASE),        # maps to it
-)
+_REPLY_CODE = re.compile(rb"^Reply-To:[^\r\n]*\+([a-z2-7]{26})@", re.MULTILINE | re.IGNORECASE)
+_OWN_ID = re.compile(rb"^Message-ID:[ \t]*<[^<>@\s]+@([^<>@\s]+)>", re.MULTILINE | re.IGNORECASE)
 
 
 def message_id_hash(message_id: str) -> str:
@@ -55,12 +53,16 @@ def message_id_hash(message_id: str) -> str:
 
 
 def redacted(raw: bytes) -> bytes:
-    """Our own email with its reply code and Message-ID masked wherever they appear, also where
-    quoted-printable broke a line inside them (`=` CRLF)."""
-    head = raw[:_HEAD_LIMIT]
-    for pattern in _SECRETS:
-        found = pattern.search(head)
-        if found is not None:
-            secret = b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in found.group(1))
-            raw = re.sub(secret, MASK, raw)
+    """Our own email with its reply code and every Message-ID of ours (its own, and those of our
+    earlier emails it threads to) masked wherever they appear, also where quoted-printable broke
+    a line inside them (`=` CRLF)."""
+    end = raw.find(b"\r\n\r\n", 0, _HEAD_LIMIT)
+    head = raw[:end if end >= 0 else _HEAD_LIMIT]
+    secrets = [m.group(1) for m in _REPLY_CODE.finditer(head)]
+    own = _OWN_ID.search(head)
+    if own is not None:
+        domain = re.escape(own.group(1))
+        secrets += re.findall(rb"<([^<>@\s]+)@" + domain + rb">", head, re.IGNORECASE)
+    for secret in dict.fromkeys(secrets):
+        raw = re.sub(b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in secret), MASK, raw)
     return raw

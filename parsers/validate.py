@@ -51,6 +51,12 @@ MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType({
         "Contains control characters.",
         "Enthält Steuerzeichen.",
     ),
+    "invisible_characters": (
+        "Contains invisible formatting characters (such as a right-to-left override or a zero-width "
+        "space) that would disguise the name. Please type it again.",
+        "Enthält unsichtbare Formatierungszeichen (etwa eine Rechts-nach-links-Umkehrung oder ein "
+        "Leerzeichen ohne Breite), die den Namen verfälschen würden. Bitte geben Sie ihn neu ein.",
+    ),
     "invalid_email": (
         "\"{address}\" is not a valid email address: {reason}.",
         "„{address}“ ist keine gültige E-Mail-Adresse ({reason}).",
@@ -205,6 +211,12 @@ def _control_characters(text: str, allowed: str = "") -> bool:
     return any(unicodedata.category(c) == "Cc" and c not in allowed for c in text)
 
 
+def _invisible_characters(text: str) -> bool:
+    """Direction overrides and isolates, zero-width characters, other invisible formatting (DESIGN §2):
+    a name shown in a subject and to the customer must read as what it is."""
+    return any(unicodedata.category(c) == "Cf" for c in text)
+
+
 def _check_name(value: str, problems: list[Problem]) -> str:
     """One line, 2–100 characters; a name wrapped by the mail client is joined again."""
     name = unicodedata.normalize("NFC", _LINE_SPACE.sub(" ", value).strip())
@@ -213,6 +225,8 @@ def _check_name(value: str, problems: list[Problem]) -> str:
         return name
     if _control_characters(name):
         problems.append(Problem("account_name", "control_characters"))
+    if _invisible_characters(name):
+        problems.append(Problem("account_name", "invisible_characters"))
     if len(name) < NAME_MIN:
         problems.append(Problem("account_name", "too_short", (("min", str(NAME_MIN)),)))
     if len(name) > NAME_MAX:

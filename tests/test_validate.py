@@ -410,7 +410,7 @@ SAMPLE_PARAMS: dict[str, tuple[tuple[str, str], ...]] = {
     "domain_taken": (("ref", "SA-000042"),),
 }
 CODES = [
-    "no_form", "missing", "duplicate_field", "too_short", "too_long", "control_characters",
+    "no_form", "missing", "duplicate_field", "too_short", "too_long", "control_characters", "invisible_characters",
     "invalid_email", "multiple_emails", "invalid_domain", "customer_not_in_domain",
     "too_many_users", "invalid_language", "domain_taken", "too_large",
 ]
@@ -481,3 +481,10 @@ def test_megabyte_values_are_validated_quickly() -> None:
         ("user_emails", "invalid_email"), ("note_to_users", "control_characters"), ("note_to_users", "too_long"),
     ]
     assert time.perf_counter() - start < 3.0
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u2066", "\u200d", "\u202a"])
+def test_a_name_with_invisible_formatting_is_refused(char: str) -> None:
+    """DESIGN §2: a direction override would show "Acme" as something else in every subject."""
+    result = check(form(**{**GOOD, "account_name": f"Acme{char}Robotics"}))
+    assert isinstance(result, list) and ("account_name", "invisible_characters") in [(p.field, p.code) for p in result]

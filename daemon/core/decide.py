@@ -34,6 +34,7 @@ _REFUSAL_RANK = {Refusal.stale: 0, Refusal.not_allowed: 1, Refusal.ref_mismatch:
                  Refusal.no_token: 4}
 ECHO_MAX = {"account_name": 1000, "customer_email": 320, "account_domain": 255}   # columns of a rejected request
 NOTE_ECHO_MAX = 5000
+ECHO_LIMIT = 200                                    # characters of each value a rejection shows back
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,13 @@ def _rejection_of(to: str, problems: Sequence[Problem], values: list[tuple[str, 
 
 
 def _echo(fields: Mapping[str, str], lang: str) -> list[tuple[str, str]]:
-    return [(label(f.name, lang), fields[f.name]) for f in FIELDS if f.name in fields]
+    """What we read, for the partner to correct; each value cut, so a rejection never carries a
+    stranger's megabyte of text to whoever the From address names."""
+    return [(label(f.name, lang), shortened(fields[f.name], ECHO_LIMIT)) for f in FIELDS if f.name in fields]
+
+
+def shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def _too_large(msg: ParsedMessage, size: int, limit: int, wf: WorkflowConfig) -> Decision:

@@ -23,7 +23,11 @@ from daemon.ops.sdnotify import Notifier
 EXIT_CONFIG = 2
 
 
+PRIVATE = 0o077    # what the daemon writes (database, log, Maildirs) is its user's alone (DESIGN §4)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(PRIVATE)
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -34,7 +34,7 @@ def make_app(tmp_path: Path, database_url: str | None) -> tuple[App, FixedClock]
 
 def pending_requests(app: App, count: int, confirmed: dt.datetime) -> None:
     wf = app.config.workflow
-    rows = [dict(state="pending_acceptance", language="en", partner_email="p@partner.example",
+    rows = [dict(state="pending_acceptance", language="en", partner_email=f"p{n}@partner.example",
                  account_name=f"Co {n}", customer_email=f"c@d{n}.example", account_domain=f"d{n}.example",
                  created_at=confirmed, updated_at=confirmed, confirmed_at=confirmed,
                  expires_at=confirmed + wf.acceptance_window, due_at=confirmed + wf.reminders[0])

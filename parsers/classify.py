@@ -14,7 +14,9 @@ import authres
 from parsers.form import FormResult, parse_form
 from parsers.message import ParsedMessage, ascii_domain
 from parsers.ref import find_refs as refs_in
-from parsers.reply import Command, Keyword, find_command, find_refs, own_message_ids, token_candidates
+from parsers.reply import (
+    Command, Keyword, find_command, find_refs, first_line, own_message_ids, token_candidates,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Reply:
     tokens: tuple[str, ...]
     subject_refs: tuple[str, ...]
     thread_ids: tuple[str, ...] = ()     # our own Message-IDs it answers
+    line: str = ""                        # the first line the writer wrote: what an answer says it read
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,12 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     tokens = token_candidates(msg, own_domain)
     thread = own_message_ids(msg, own_domain)
     if tokens or (thread and command is not None):
-        return Reply(command, tokens, subject_refs(msg), thread)
+        return Reply(command, tokens, subject_refs(msg), thread, first_line(msg.text))
     if command is not None and command.keyword is Keyword.STATUS:
         return CommandMail(command)  # answered only to a party of the request it names
     if not sender_allowed(msg.sender, partner_domains):
         if thread or find_refs(msg):
-            return Reply(command, (), subject_refs(msg), thread)  # without a token: logged, no effect
+            return Reply(command, (), subject_refs(msg), thread, first_line(msg.text))  # without a token: logged, no effect
         return Ignore("outsider")
     if command is not None and command.keyword is Keyword.HELP:
         return CommandMail(command)
@@ -99,7 +102,7 @@ def classify(msg: ParsedMessage, *, partner_domains: tuple[str, ...], own_addres
     if form.found:
         return NewRequest(form)   # also a corrected form sent as a reply to our rejection
     if command is not None or thread or find_refs(msg):
-        return Reply(command, (), subject_refs(msg), thread)
+        return Reply(command, (), subject_refs(msg), thread, first_line(msg.text))
     return NotARequest()
 
 

@@ -29,21 +29,45 @@ class Keyword(enum.Enum):
     HELP = "HELP"
 
 
-# The one keyword table: spelling (upper case) -> (keyword, language).
-KEYWORDS: dict[str, tuple[Keyword, str]] = {
-    "CONFIRM": (Keyword.CONFIRM, "en"),
-    "BESTÄTIGEN": (Keyword.CONFIRM, "de"),
-    "BESTAETIGEN": (Keyword.CONFIRM, "de"),
-    "CANCEL": (Keyword.CANCEL, "en"),
-    "STORNIEREN": (Keyword.CANCEL, "de"),
-    "ACCEPT": (Keyword.ACCEPT, "en"),
-    "AKZEPTIEREN": (Keyword.ACCEPT, "de"),
-    "DECLINE": (Keyword.DECLINE, "en"),
-    "ABLEHNEN": (Keyword.DECLINE, "de"),
-    "STATUS": (Keyword.STATUS, "en"),
-    "HELP": (Keyword.HELP, "en"),
-    "HILFE": (Keyword.HELP, "de"),
+# The one table of what a reply's line may say (DESIGN §3): each keyword in both languages, first
+# the word our emails ask for, then a short fixed list of unambiguous phrasings. The whole line
+# must be one of them, after case, spacing and trailing full stops, exclamation marks and commas;
+# a question mark never goes: "ACCEPT?" asks. Negations and hedges ("I do not accept", "accept
+# after the review") and bare "yes", "ok", "ja" are not in it, so they are never decisions.
+PHRASES: dict[Keyword, dict[str, tuple[str, ...]]] = {
+    Keyword.CONFIRM: {
+        "en": ("CONFIRM", "I CONFIRM", "CONFIRMED", "YES, I CONFIRM", "YES I CONFIRM", "CONFIRM THE REQUEST"),
+        "de": ("BESTÄTIGEN", "BESTAETIGEN", "ICH BESTÄTIGE", "ICH BESTAETIGE", "BESTÄTIGT", "BESTAETIGT",
+               "JA, ICH BESTÄTIGE", "JA ICH BESTÄTIGE"),
+    },
+    Keyword.CANCEL: {
+        "en": ("CANCEL", "I CANCEL", "CANCELLED", "CANCELED", "PLEASE CANCEL", "CANCEL THE REQUEST",
+               "CANCEL MY REQUEST"),
+        "de": ("STORNIEREN", "ICH STORNIERE", "STORNIERT", "BITTE STORNIEREN", "ANTRAG STORNIEREN"),
+    },
+    Keyword.ACCEPT: {
+        "en": ("ACCEPT", "I ACCEPT", "ACCEPTED", "YES, I ACCEPT", "YES I ACCEPT", "I AGREE"),
+        "de": ("AKZEPTIEREN", "ICH AKZEPTIERE", "AKZEPTIERT", "ANGENOMMEN", "ICH NEHME AN",
+               "JA, ICH AKZEPTIERE", "JA ICH AKZEPTIERE"),
+    },
+    Keyword.DECLINE: {
+        "en": ("DECLINE", "I DECLINE", "DECLINED", "NO, I DECLINE", "NO I DECLINE"),
+        "de": ("ABLEHNEN", "ICH LEHNE AB", "ABGELEHNT", "NEIN, ICH LEHNE AB", "NEIN ICH LEHNE AB"),
+    },
+    Keyword.STATUS: {"en": ("STATUS",), "de": ()},
+    Keyword.HELP: {"en": ("HELP",), "de": ("HILFE",)},
 }
+
+# Every spelling -> (keyword, language), derived from PHRASES.
+KEYWORDS: dict[str, tuple[Keyword, str]] = {
+    phrase: (keyword, lang) for keyword, langs in PHRASES.items() for lang, phrases in langs.items()
+    for phrase in phrases
+}
+
+
+def spelling(keyword: Keyword, lang: str) -> str:
+    """The word our emails ask for: ACCEPT, AKZEPTIEREN."""
+    return (PHRASES[keyword].get(lang) or PHRASES[keyword]["en"])[0]
 
 
 @dataclass(frozen=True)
@@ -170,7 +194,7 @@ _TRAILING = ".!,\u2026"
 # `ACCEPT`. Accepted only when the same marks close as open, so "*ACCEPT" (a footnote, a bullet)
 # is not a decision. "~" is not among them: ~~ACCEPT~~ is struck through.
 _EMPHASIS = "*_`"
-_STATUS_LINE = re.compile(r"^STATUS(?:\s*[:#-]?\s*(SA-\d{6,12}))?$")
+_WITH_REF = re.compile(r"^(.{1,60}?)\s*[:#-]?\s*(SA-\d{6,12})$")   # "STATUS SA-000042", "CONFIRM: SA-000042"
 
 
 def _is_blank(line: str) -> bool:
@@ -197,20 +221,29 @@ def _keyword_words(line: str) -> str | None:
 
 
 def find_command(text: str) -> Command | None:
-    """The keyword on the first own non-empty line; the line must BE the keyword (DESIGN §3)."""
+    """The keyword on the first own non-empty line; the line must BE the keyword or one of its
+    phrasings (DESIGN §3), optionally followed by a reference: "CONFIRM SA-000042"."""
+    words = _keyword_words(first_line(text))
+    if not words:
+        return None
+    with_ref = _WITH_REF.match(words)
+    words, ref = (with_ref.group(1), with_ref.group(2)) if with_ref else (words, None)
+    entry = KEYWORDS.get(words)
+    if entry is None:
+        return None
+    keyword, lang = entry
+    if keyword is Keyword.STATUS:
+        german = any(_is_german_header(line) for line in text.split("\n", MAX_SCAN_LINES)[:MAX_SCAN_LINES])
+        lang = "de" if german else "en"
+    return Command(keyword=keyword, language=lang, ref=ref)
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line the writer wrote themselves (above or below the quote), at most
+    MAX_KEYWORD_LINE characters: what an answer may say it read."""
     own = reply_text(text)
-    first = next((line for line in own.split("\n") if not _is_blank(line)), "")
-    word = _keyword_words(first)
-    if not word:
-        return None
-    entry = KEYWORDS.get(word)
-    if entry is not None and entry[0] is not Keyword.STATUS:
-        return Command(keyword=entry[0], language=entry[1], ref=None)
-    status = _STATUS_LINE.match(word)
-    if status is None:
-        return None
-    german = any(_is_german_header(line) for line in text.split("\n", MAX_SCAN_LINES)[:MAX_SCAN_LINES])
-    return Command(keyword=Keyword.STATUS, language="de" if german else "en", ref=status.group(1))
+    line = next((line for line in own.split("\n") if not _is_blank(line)), "")
+    return line.strip()[:MAX_KEYWORD_LINE + 1]
 
 
 # ----------------------------------------------------------------- tokens and refs

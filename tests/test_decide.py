@@ -152,7 +152,7 @@ def test_accept_from_the_customer_notifies_everyone() -> None:
     assert kinds(d) == [("activation_confirmation", PARTNER), ("welcome", CUSTOMER), ("user_notice", "dev@acme.example")]
 
 
-@pytest.mark.parametrize("case", ["no_token", "wrong_sender", "not_allowed", "ref_mismatch"])
+@pytest.mark.parametrize("case", ["no_token", "wrong_sender", "ref_mismatch"])
 def test_a_reply_that_may_not_act_changes_nothing(case: str) -> None:
     req, tok, raw = Req(), Tok(), reply("CONFIRM")
     tokens = [TokenFact(tok, req)]
@@ -160,14 +160,34 @@ def test_a_reply_that_may_not_act_changes_nothing(case: str) -> None:
         tokens = []
     elif case == "wrong_sender":
         raw = reply("CONFIRM", "mallory@partner.example")
-    elif case == "not_allowed":
-        raw = reply("ACCEPT")
     else:
         raw = reply("CONFIRM", subject="Re: [SA-000099] Please review")
     d = run(raw, tokens=tokens)
     assert d.update is None and d.token is None and d.mails == () and d.folder is Folder.rejected
     [line] = d.logs
     assert line.name == "reply.refused" and line.fields["reason"] == case
+
+
+def test_the_other_partys_word_gets_an_answer_with_the_words_allowed_now() -> None:
+    d = run(reply("ACCEPT"), tokens=[TokenFact(Tok(), Req())])     # the partner writes the customer's word
+    assert d.update is None and d.token is None and d.outcome is Outcome.answered
+    [answer] = d.mails
+    assert (answer.kind, answer.to, answer.party, answer.actions) == ("answer", PARTNER, "partner", ("CONFIRM", "CANCEL"))
+    assert answer.extra["reason"] == "not_yours" and answer.extra["keyword"] == "ACCEPT"
+
+
+def test_a_vague_reply_from_the_customer_is_answered_never_with_the_partners_form() -> None:
+    d = run(reply("Yes please", CUSTOMER), tokens=[TokenFact(CUSTOMER_TOKEN, PENDING)])
+    [answer] = d.mails
+    assert answer.kind == "answer" and not answer.with_form and answer.actions == ("ACCEPT", "DECLINE")
+    assert answer.extra["reason"] == "unclear" and answer.extra["line"] == "Yes please"
+
+
+def test_a_partners_keyword_with_a_reference_but_no_code_is_answered_at_the_stored_address() -> None:
+    d = run(mail("someone@partner.example", "CONFIRM SA-000042"), request=Req())
+    [answer] = d.mails
+    assert answer.to == PARTNER and answer.extra["reason"] == "no_code" and d.update is None
+    assert not answer.thread
 
 
 def test_a_stale_reply_gets_a_friendly_answer() -> None:

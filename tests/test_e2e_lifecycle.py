@@ -85,8 +85,10 @@ def test_decline_tells_the_partner(install: Install) -> None:
     activation = by_recipient(install.new_sent())[CUSTOMER][0]
     install.drop(reply(activation, "decline"))
     install.run_once()
-    [told] = install.new_sent()
+    told, receipt = sorted(install.new_sent(), key=lambda s: s.to != PARTNER)
     assert told.to == PARTNER and "[SA-000001]" in told.subject
+    assert receipt.to == CUSTOMER and "You declined" in receipt.subject and PARTNER in receipt.text
+    assert "Code:" not in receipt.text and "you do not need to answer" in receipt.text   # it asks for no word
     assert state(install) == "declined"
 
 
@@ -150,7 +152,11 @@ def test_the_reference_without_the_token_does_nothing(install: Install) -> None:
     forged.set_content("CONFIRM\n")
     install.drop(forged)
     install.run_once()
-    _assert_refused(install, "no_token", "awaiting_confirmation")
+    # Nothing changes; the partner address on the request (not the From address) is told how to answer.
+    [told] = install.new_sent()
+    assert state(install) == "awaiting_confirmation"
+    assert told.to == PARTNER and "How to answer" in told.subject and "new email rather than as a reply" in told.text
+    assert "INFO reply.answered ref=SA-000001 reason=no_code party=partner keyword=CONFIRM" in install.log()
 
 
 def test_the_right_token_from_another_address_does_nothing(install: Install) -> None:
@@ -167,7 +173,10 @@ def test_the_partner_cannot_accept_for_the_customer(install: Install) -> None:
     complete = by_recipient(install.new_sent())[PARTNER][0]
     install.drop(reply(complete, "ACCEPT"))
     install.run_once()
-    _assert_refused(install, "not_allowed", "pending_acceptance")
+    # Nothing changes and the customer hears nothing; the partner learns whose word ACCEPT is.
+    [told] = install.new_sent()
+    assert state(install) == "pending_acceptance" and told.to == PARTNER
+    assert "ACCEPT is an answer for the customer" in told.text and "You can answer with CANCEL" in told.text
 
 
 def test_a_replayed_confirm_gets_a_friendly_answer_and_no_second_activation(install: Install) -> None:

@@ -97,6 +97,7 @@ def context(kind: str, lang: str, renderer: Renderer, request: RequestView | Non
         "late_reply": {"keyword": "ACCEPT" if lang == "en" else "AKZEPTIEREN"},
         "delivery_failed": {"failed_recipient": "it-admin@acme.example",
                             "error": "550 5.1.1 user unknown"},
+        "answer": {"reason": "unclear", "line": "Yes please", "keyword": None, "party": "customer"},
     }
     ctx.update(extra.get(kind, {}))
     return ctx

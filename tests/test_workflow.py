@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from daemon.config import WorkflowConfig
-from daemon.core.workflow import Refusal, Reminder, authorize, due, next_due, transition
+from daemon.core.workflow import Reminder, due, next_due, transition
 from models.state import Action, State
 from parsers.reply import Keyword
 
@@ -84,18 +84,6 @@ def test_closed_requests_do_not_move(state: State) -> None:
 
 def test_accept_does_not_apply_before_confirmation() -> None:
     assert transition(Req(), Action.accept, NOW, WF) is None
-
-
-def test_authorize_needs_the_party_the_scope_and_a_live_token() -> None:
-    req = Req()
-    assert authorize(Tok(), req, "P@Partner.Example", Keyword.CONFIRM) is None
-    assert authorize(Tok(), req, "mallory@partner.example", Keyword.CONFIRM) is Refusal.wrong_sender
-    assert authorize(Tok(), req, "p@partner.example", Keyword.ACCEPT) is Refusal.not_allowed
-    assert authorize(Tok(used_at=NOW), req, "p@partner.example", Keyword.CONFIRM) is Refusal.stale
-    assert authorize(Tok(), pending(), "p@partner.example", Keyword.CONFIRM) is Refusal.stale
-    customer = Tok(party="customer", issued_for_state="pending_acceptance", actions=("ACCEPT", "DECLINE"))
-    assert authorize(customer, pending(), "c@acme.example", Keyword.ACCEPT) is None
-    assert authorize(customer, pending(), "p@partner.example", Keyword.ACCEPT) is Refusal.wrong_sender
 
 
 def test_due_work_lapse_reminders_expiry() -> None:

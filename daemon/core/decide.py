@@ -17,8 +17,8 @@ from typing import Any
 
 from daemon.config import WorkflowConfig
 from daemon.core.workflow import (
-    KEYWORD_ACTIONS, Mail, Refusal, Reminder, RequestLike, TokenLike, Transition, authorize, delivery_failed, due,
-    new_request_changes, next_due, parties, review_mails, transition,
+    CUSTOMER, KEYWORD_ACTIONS, PARTNER, Mail, Refusal, Reminder, RequestLike, TokenLike, Transition, answer,
+    delivery_failed, due, new_request_changes, next_due, parties, party_address, party_of, review_mails, transition,
 )
 from models.message import Folder, Outcome
 from models.state import Action, State
@@ -26,15 +26,15 @@ from parsers import classify as cl
 from parsers.form import FIELDS, label
 from parsers.message import ParsedMessage
 from parsers.ref import format_ref
-from parsers.reply import Keyword
+from parsers.reply import Keyword, spelling
 from parsers.validate import Problem, ValidRequest, request_language, validate
 
-# The most telling refusal first: a stale token from the right party deserves a friendly answer.
-_REFUSAL_RANK = {Refusal.stale: 0, Refusal.not_allowed: 1, Refusal.ref_mismatch: 2, Refusal.wrong_sender: 3,
-                 Refusal.no_token: 4}
 ECHO_MAX = {"account_name": 1000, "customer_email": 320, "account_domain": 255}   # columns of a rejected request
 NOTE_ECHO_MAX = 5000
 ECHO_LIMIT = 200                                    # characters of each value a rejection shows back
+LINE_ECHO = 100                                     # characters of a party's vague line an answer shows back
+PARTNER_WORDS = frozenset({Keyword.CONFIRM, Keyword.CANCEL})
+CUSTOMER_WORDS = frozenset({Keyword.ACCEPT, Keyword.DECLINE})
 
 
 @dataclass(frozen=True)
@@ -214,45 +214,68 @@ def human_size(size: int) -> str:
 # --- replies --------------------------------------------------------------------------------------
 
 def _reply(intent: cl.Reply, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
+    """A reply acts only for its request's expected party with a live token; a party whose reply
+    decides nothing gets one short answer; anyone else gets nothing (DESIGN §3)."""
     sender = facts.msg.sender or ""
     keyword = intent.command.keyword if intent.command else None
     if not facts.tokens:
-        return _refused(Refusal.no_token, None, sender, keyword,
-                        ref=",".join(intent.subject_refs) or None)
+        req = facts.request
+        if keyword in PARTNER_WORDS and req is not None:
+            # A fresh email instead of a reply: told how to answer, at the partner address on the
+            # request, never at the From address.
+            return _answered(req, PARTNER, "no_code", keyword, thread=False)
+        return _refused(Refusal.no_token, None, sender, keyword, ref=",".join(intent.subject_refs) or None)
+    chosen, refusal = _party_token(intent, facts.tokens, sender)
+    if chosen is None:
+        return _refused(refusal, facts.tokens[0].request, sender, keyword)
+    found, party = chosen
+    req, tok = found.request, found.token
+    live = tok.used_at is None and tok.issued_for_state == req.state
     if keyword in KEYWORD_ACTIONS:
-        return _act(intent, keyword, facts, now, wf)
-    # STATUS, HELP, or an answer without a keyword: only ever to a party of the request.
-    req = facts.tokens[0].request
-    if sender.lower() not in parties(req):
-        return _refused(Refusal.wrong_sender, req, sender, keyword)
-    kind = "status" if keyword is Keyword.STATUS else "help"
-    return Decision(Outcome.answered, Folder.processed, request=req,
-                    mails=(Mail(kind, sender, thread=True, with_form=kind == "help"),),
-                    logs=(Log(f"{kind}.answered", {"to": sender}),))
+        own = keyword in (PARTNER_WORDS if party == PARTNER else CUSTOMER_WORDS)
+        if own and tok.party == party:
+            t = transition(req, KEYWORD_ACTIONS[keyword], now, wf) if live and tok.allows(keyword.value) else None
+            if t is not None:
+                return transition_decision(req, t, {"by": party, "sender": sender},
+                                           outcome=Outcome.reply, folder=Folder.processed, token=tok)
+            if not live:   # the request moved on since the email answered: a friendly late answer
+                late = Mail("late_reply", sender, thread=True, extra={"keyword": spelling(keyword, req.language)})
+                return Decision(Outcome.answered, Folder.processed, request=req, mails=(late,), logs=(
+                    Log("reply.refused", {"reason": Refusal.stale.value, "sender": sender, "keyword": keyword.value,
+                                          "party": party, "state": req.state}, logging.WARNING),))
+        return _answered(req, party, "not_yours" if not own else "not_now", keyword, line=intent.line,
+                         thread=True)
+    if keyword is Keyword.STATUS:
+        return Decision(Outcome.answered, Folder.processed, request=req,
+                        mails=(Mail("status", party_address(req, party), thread=True),),
+                        logs=(Log("status.answered", {"to": party_address(req, party)}),))
+    return _answered(req, party, "help" if keyword is Keyword.HELP else "unclear", keyword, line=intent.line,
+                     thread=True)
 
 
-def _act(intent: cl.Reply, keyword: Keyword, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
-    """Act with the first token that passes the security rule (DESIGN §3); otherwise refuse, loudly."""
-    msg = facts.msg
-    sender = msg.sender or ""
-    refusals: list[tuple[Refusal, TokenFact]] = []
-    for found in facts.tokens:
-        req = found.request
-        refusal = authorize(found.token, req, sender, keyword)
-        if refusal is None and intent.subject_refs and format_ref(req.id) not in intent.subject_refs:
-            refusal = Refusal.ref_mismatch
-        t = transition(req, KEYWORD_ACTIONS[keyword], now, wf) if refusal is None else None
-        if t is None:
-            refusals.append((refusal or Refusal.stale, found))
+def _party_token(intent: cl.Reply, tokens: Sequence[TokenFact],
+                 sender: str) -> tuple[tuple[TokenFact, str] | None, Refusal]:
+    """The first token carried whose request the sender is a party of, and which party."""
+    refusal = Refusal.wrong_sender
+    for found in tokens:
+        party = party_of(found.request, sender)
+        if party is None:
             continue
-        return transition_decision(req, t, {"by": found.token.party, "sender": sender},
-                                   outcome=Outcome.reply, folder=Folder.processed, token=found.token)
-    refusal, found = min(refusals, key=lambda r: _REFUSAL_RANK[r[0]])
-    refused = _refused(refusal, found.request, sender, keyword, party=found.token.party, state=found.request.state)
-    if refusal is not Refusal.stale:
-        return refused
-    late = Mail("late_reply", sender, thread=True, extra={"keyword": keyword.value})
-    return Decision(Outcome.answered, Folder.processed, request=found.request, mails=(late,), logs=refused.logs)
+        if intent.subject_refs and format_ref(found.request.id) not in intent.subject_refs:
+            refusal = Refusal.ref_mismatch   # the subject names another request than the token
+            continue
+        return (found, party), refusal
+    return None, refusal
+
+
+def _answered(req: RequestLike, party: str, reason: str, keyword: Keyword | None, *, thread: bool,
+              line: str = "") -> Decision:
+    """Nothing changes; the party learns what we read and which words it may use now."""
+    word = spelling(keyword, req.language) if keyword is not None else None
+    mail = answer(req, party, reason, thread=thread, line=shortened(line, LINE_ECHO), keyword=word)
+    return Decision(Outcome.answered, Folder.processed, request=req, mails=(mail,), logs=(
+        Log("reply.answered", {"reason": reason, "party": party, "keyword": keyword.value if keyword else None,
+                               "to": mail.to, "allowed": " ".join(mail.actions) or None}),))
 
 
 def _refused(refusal: Refusal, req: RequestLike | None, sender: str, keyword: Keyword | None,

@@ -16,7 +16,7 @@ from daemon.core.workflow import Mail
 
 HOUR = dt.timedelta(hours=1)
 
-ANSWER_KINDS = frozenset({"rejection", "help", "status", "late_reply"})
+ANSWER_KINDS = frozenset({"rejection", "help", "status", "late_reply", "answer"})
 
 
 def answer_suppressed(mail: Mail, sent_last_hour: int, same_topic_today: bool, max_per_hour: int) -> str | None:

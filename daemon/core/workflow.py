@@ -1,7 +1,7 @@
 """What each transition does (DESIGN §1) and who may ask for it (DESIGN §3). Pure: no I/O.
 
 `transition()` says which state a request moves to, which columns change and which
-emails go to whom; `authorize()` applies the security rule for replies; `due()` says
+emails go to whom; `party_of()` and `allowed_now()` say who may decide what; `due()` says
 what a scheduled check owes a request at `now`. The caller applies the result in one
 transaction.
 """
@@ -100,7 +100,6 @@ class Refusal(enum.StrEnum):
 
     no_token = "no_token"
     wrong_sender = "wrong_sender"
-    not_allowed = "not_allowed"     # e.g. the partner sending ACCEPT for the customer
     stale = "stale"                 # used already, or the request left the state it was for
     ref_mismatch = "ref_mismatch"   # the token belongs to another request than the subject names
 
@@ -109,15 +108,32 @@ def party_address(req: RequestLike, party: str) -> str:
     return req.partner_email if party == PARTNER else req.customer_email
 
 
-def authorize(token: TokenLike, req: RequestLike, sender: str, keyword: Keyword) -> Refusal | None:
-    """DESIGN §3: the expected sender AND a live token scoped to this keyword."""
-    if sender.lower() != party_address(req, token.party).lower():
-        return Refusal.wrong_sender
-    if not token.allows(keyword.value):
-        return Refusal.not_allowed
-    if token.used_at is not None or token.issued_for_state != req.state:
-        return Refusal.stale
+def party_of(req: RequestLike, sender: str) -> str | None:
+    """Which party of the request `sender` is (addresses compared case-insensitively), or None."""
+    sender = sender.lower()
+    if sender == req.partner_email.lower():
+        return PARTNER
+    if sender == req.customer_email.lower():
+        return CUSTOMER
     return None
+
+
+def allowed_now(req: RequestLike, party: str) -> tuple[str, ...]:
+    """The decisions `party` may take on `req` in its present state (DESIGN §1, §3)."""
+    state = State(req.state)
+    if party == PARTNER:
+        return {State.awaiting_confirmation: PARTNER_REVIEW, State.pending_acceptance: PARTNER_PENDING}.get(state, ())
+    return CUSTOMER_ACTIVATION if state is State.pending_acceptance else ()
+
+
+def answer(req: RequestLike, party: str, reason: str, *, thread: bool, line: str = "",
+           keyword: str | None = None) -> Mail:
+    """One short answer for a party of `req` whose reply decided nothing: what we understood, the
+    words it may use now, with one-click links (DESIGN §3). Sent to the party's stored address."""
+    actions = allowed_now(req, party)
+    return Mail("answer", party_address(req, party), party if actions else None, actions, thread=thread,
+                topic=f"answer:{req.id}:{party}:{reason}:{keyword or ''}",
+                extra={"reason": reason, "line": line, "keyword": keyword, "party": party})
 
 
 def new_request_changes(now: dt.datetime, wf: WorkflowConfig) -> dict[str, Any]:
@@ -168,7 +184,8 @@ def transition(req: RequestLike, action: Action, now: dt.datetime, wf: WorkflowC
             mails += (Mail("cancelled_customer", customer, extra=extra),)
     elif action is Action.decline:
         changes.update(closed_at=now, due_at=None)
-        mails = (Mail("declined", partner),)
+        # The partner is told; the customer gets a receipt: every decision is acknowledged (DESIGN §3).
+        mails = (Mail("declined", partner), Mail("decline_receipt", customer, thread=True))
     elif action is Action.expire:
         changes.update(closed_at=now, due_at=None)
         mails = (Mail("expired_customer", customer), Mail("expired_partner", partner))

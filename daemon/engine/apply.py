@@ -147,6 +147,7 @@ class Applier:
             in_reply_to=threading.message_id if threading else None,
             references=threading.references if threading else (),
             token=token,
+            actions=mail.actions if token else (),
             auto_submitted="auto-replied" if threading else "auto-generated",
         )
         row = OutboxRow.create(request_id=req.id if req is not None else None, kind=mail.kind,

@@ -103,19 +103,15 @@ def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_si
         case cl.NewRequest():
             domain = form_domain(intent.form)
             return Facts(msg, open_ref=_open_ref(domain) if domain else None)
-        case cl.Reply() if intent.tokens or intent.thread_ids:
-            by_token = [token_hash(t) for t in intent.tokens]
-            by_id = [message_id_hash(i) for i in intent.thread_ids]
-            found = (ReplyToken.select(ReplyToken, Request).join(Request)
-                     .where(ReplyToken.token_hash.in_(by_token) | ReplyToken.message_id_hash.in_(by_id)))
-            order = {h: i for i, h in enumerate([*by_token, *by_id])}   # where the message carried them
-            tokens = sorted(found, key=lambda tok: min(order.get(tok.token_hash, len(order)),
-                                                       order.get(tok.message_id_hash, len(order))))
-            return Facts(msg, tokens=tuple(TokenFact(tok, tok.request) for tok in tokens))
+        case cl.Reply():
+            tokens = _tokens(intent) if intent.tokens or intent.thread_ids else ()
+            if tokens:
+                return Facts(msg, tokens=tokens)
+            # No code: the request its line or subject names, for a partner told how to answer.
+            ref = intent.command.ref if intent.command and intent.command.ref else None
+            return Facts(msg, request=_request(ref or next(iter(intent.subject_refs), None)))
         case cl.CommandMail():
-            ref = status_ref(intent, msg)
-            req_id = parse_ref(ref) if ref else None
-            return Facts(msg, request=Request.get_or_none(Request.id == req_id) if req_id else None)
+            return Facts(msg, request=_request(status_ref(intent, msg)))
         case cl.Bounce() if intent.bounced_message_ids:
             hashes = [message_id_hash(i) for i in intent.bounced_message_ids]
             row = OutboxRow.select().where(OutboxRow.message_id_hash.in_(hashes)).first()
@@ -124,6 +120,24 @@ def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_si
             req = Request.get_or_none(Request.id == row.request_id) if row.request_id else None
             return Facts(msg, bounced=BouncedFact(row.kind, row.recipient, req))
     return Facts(msg)
+
+
+def _tokens(intent: cl.Reply) -> tuple[TokenFact, ...]:
+    """The reply tokens the message carries, by their hash or by the hash of our Message-ID they
+    came in, in the order the message carried them."""
+    by_token = [token_hash(t) for t in intent.tokens]
+    by_id = [message_id_hash(i) for i in intent.thread_ids]
+    found = (ReplyToken.select(ReplyToken, Request).join(Request)
+             .where(ReplyToken.token_hash.in_(by_token) | ReplyToken.message_id_hash.in_(by_id)))
+    order = {h: i for i, h in enumerate([*by_token, *by_id])}
+    tokens = sorted(found, key=lambda tok: min(order.get(tok.token_hash, len(order)),
+                                               order.get(tok.message_id_hash, len(order))))
+    return tuple(TokenFact(tok, tok.request) for tok in tokens)
+
+
+def _request(ref: str | None) -> Request | None:
+    req_id = parse_ref(ref) if ref else None
+    return Request.get_or_none(Request.id == req_id) if req_id else None
 
 
 def _open_ref(domain: str) -> str | None:

@@ -11,6 +11,7 @@ import datetime as dt
 import importlib.resources
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from email import headerregistry, policy
 from email.header import Header
@@ -22,6 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import idna
 import jinja2
+
+from parsers.reply import Keyword, spelling
 
 KINDS = (
     "review",
@@ -42,6 +45,8 @@ KINDS = (
     "status",
     "late_reply",
     "delivery_failed",
+    "answer",
+    "decline_receipt",
 )
 
 AUTO_SUBMITTED = ("auto-replied", "auto-generated")   # RFC 3834; never "no"
@@ -82,6 +87,17 @@ _MAX_REFERENCES = 20                                       # RFC 5322 §3.6.4 al
 _MAX_MESSAGE_ID = 980             # an id with "In-Reply-To: <>" fits one 998-character line (RFC 5322 §2.1.1)
 _FOLD_AT = 78                     # RFC 5322 §2.1.1's recommended line length
 _MAX_SUBJECT = 200
+
+
+@dataclass(frozen=True)
+class OneClick:
+    """One decision a reader can send with a click: the keyword in the email's language."""
+
+    keyword: str            # CONFIRM, ACCEPT, …
+    word: str               # as the language spells it: AKZEPTIEREN
+    address: str            # the token's reply address
+    subject: str
+    href: str               # mailto: URL
 
 
 @dataclass(frozen=True)
@@ -265,9 +281,11 @@ class Renderer:
         in_reply_to: str | None = None,
         references: Sequence[str] = (),
         token: str | None = None,
+        actions: Sequence[str] = (),
         auto_submitted: str = "auto-replied",
     ) -> Email:
-        """Render {lang}/{kind}.txt.j2 and .html.j2 into one multipart/alternative message."""
+        """Render {lang}/{kind}.txt.j2 and .html.j2 into one multipart/alternative message; with a
+        token and the keywords it allows (`actions`), one one-click answer per keyword."""
         if kind not in KINDS:
             raise ValueError(f"unknown email kind {kind!r}")
         _check_lang(lang)
@@ -281,7 +299,7 @@ class Renderer:
         if not recipients:
             raise ValueError("an email needs at least one recipient")
         own_id = _own_message_id(message_id)
-        subject, text, html = self._render(kind, lang, ctx, token)
+        subject, text, html = self._render(kind, lang, ctx, token, actions)
         parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
         thread = _trimmed(_thread_ids([*references, *parent]))
 
@@ -305,8 +323,22 @@ class Renderer:
         msg["Content-Language"] = lang      # after the body: add_alternative moves Content-* into the part
         return Email(to=recipients, subject=subject, message_id=own_id, raw=msg.as_bytes())
 
+    def one_click(self, token: str, ref: str | None, actions: Sequence[str], lang: str) -> list[OneClick]:
+        """A prepared reply per keyword (DESIGN §3): mailto: the token's reply address, the keyword as
+        subject and first line, the Ref/Code line below it. No HTTP links: mail scanners open those."""
+        address = self.reply_address(token)
+        code = f"Ref: {ref} · Code: {token}" if ref else f"Code: {token}"
+        links = []
+        for keyword in actions:
+            word = spelling(Keyword(keyword), lang)
+            subject = f"{word} [{ref}]" if ref else word
+            query = urllib.parse.urlencode({"subject": subject, "body": f"{word}\r\n\r\n{code}\r\n"},
+                                           quote_via=urllib.parse.quote)
+            links.append(OneClick(keyword, word, address, subject, f"mailto:{address}?{query}"))
+        return links
+
     def _render(
-        self, kind: str, lang: str, ctx: Mapping[str, Any], token: str | None
+        self, kind: str, lang: str, ctx: Mapping[str, Any], token: str | None, actions: Sequence[str] = ()
     ) -> tuple[str, str, str]:
         """(subject, text, html): the subject is a top-level `{% set subject %}` of the text template."""
         ref = ctx.get("ref")
@@ -317,6 +349,7 @@ class Renderer:
             "token": token,
             "from_addr": self.from_addr,
             "reply_address": self.reply_address(token),
+            "decisions": self.one_click(token, ref, actions, lang) if token else [],
         }
         text_name = f"{lang}/{kind}.txt.j2"
         module = self._env.get_template(text_name).make_module(values)

@@ -48,12 +48,14 @@ class Loop:
     stop: threading.Event
     check_interval: float             # seconds
     poll_interval: float              # seconds
+    prepare: Callable[[], None]       # once at start: compile the templates
 
     def run(self, *, once: bool = False, **started: Any) -> None:
         """Ingest, due checks, drain the outbox, wait for mail; until stopped (or one pass)."""
         scheduler = schedule.Scheduler()
         scheduler.every(self.check_interval).seconds.do(self.checks.run)
         restore = _stop_on_signals(self.stop)
+        self.prepare()
         log.event("daemon.started", once=once, **started)
         failures = 0
         ready = False

@@ -245,6 +245,15 @@ class Renderer:
         )
         self._env.filters["date"] = _format_date
 
+    def precompile(self) -> None:
+        """Compile every template now: the daemon finds a broken one at start, and the first
+        message it handles does not pay for compiling (nor against its CPU budget)."""
+        for lang in LANGUAGES:
+            self._env.get_template(f"form_{lang}.txt.j2")
+            for kind in KINDS:
+                self._env.get_template(f"{lang}/{kind}.txt.j2")
+                self._env.get_template(f"{lang}/{kind}.html.j2")
+
     @property
     def environment(self) -> jinja2.Environment:
         """The one Environment, exposed so callers and tests can see templates are shared."""

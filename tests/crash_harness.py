@@ -125,7 +125,7 @@ class Account:
                 due.update([("activation_confirmation", self.partner), ("welcome", self.customer),
                             *(("user_notice", u) for u in self.users)])
             elif keyword == "DECLINE":
-                due.update([("declined", self.partner)])
+                due.update([("declined", self.partner), ("decline_receipt", self.customer)])
             elif keyword == "CANCEL_PENDING":
                 due.update([("cancelled_partner", self.partner), ("cancelled_customer", self.customer)])
             elif keyword == "LAPSE":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import ipaddress
 import os
 import re
 import tomllib
@@ -41,6 +42,32 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise ValueError(f"not a size like '25MB': {text!r}")
     return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]
+
+
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"127.0.0.1:9108", "[::1]:9108", "localhost:9108" or ":9108" (every IPv4 interface) -> (host, port).
+
+    The one parser of [metrics] listen: load() checks the value with it, so `config check`
+    refuses what `run` could not bind, and `run` takes host and port from it.
+    """
+    host, sep, port = listen.strip().rpartition(":")
+    if not sep or not _PORT.match(port) or not 0 < int(port) < 65536:
+        raise ConfigError("metrics.listen", f'must be HOST:PORT such as "127.0.0.1:9108" '
+                                            f"with a port from 1 to 65535, not {listen!r}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), int(port)
+        except ValueError:
+            raise ConfigError("metrics.listen", f"{host} is not an IPv6 address in brackets like [::1]") from None
+    if ":" in host:
+        raise ConfigError("metrics.listen", f'an IPv6 address goes in brackets, like "[::1]:9108", not {listen!r}')
+    if host and not _HOSTNAME.match(host):
+        raise ConfigError("metrics.listen", f"{host!r} is not an address or host name")
+    return host or "0.0.0.0", int(port)
 
 
 class Duration(dt.timedelta):
@@ -284,6 +311,8 @@ def _resolve(cfg: Config, base: Path, environ: typing.Mapping[str, str]) -> Conf
     if mailbox.poll_interval.total_seconds() < 1:
         raise ConfigError("mailbox.poll_interval", "must be at least 1s")
     _from_address(smtp.from_address)
+    if cfg.metrics.listen:
+        parse_listen(cfg.metrics.listen)
     wf = cfg.workflow
     if wf.check_interval.total_seconds() < 1:
         raise ConfigError("workflow.check_interval", "must be at least 1s")

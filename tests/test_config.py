@@ -89,3 +89,34 @@ def test_secrets_resolve_at_load_and_never_print(tmp_path: Path) -> None:
                          '[smtp]\nbackend = "smtp"\nhost = "h"\nusername = "u"\npassword_env = "PW"\n', PW="other")
     assert cfg.mailbox.password == "s3cret" and cfg.smtp.password == "other"
     assert "s3cret" not in repr(cfg) and "other" not in repr(cfg)
+
+
+@pytest.mark.parametrize("listen", [
+    "9108",                  # a port alone: run would have nothing to bind it to
+    "localhost",
+    "127.0.0.1:",
+    "127.0.0.1:0",
+    "127.0.0.1:65536",
+    "127.0.0.1:91o8",
+    "127.0.0.1:٩١٠٨",        # Arabic-Indic digits: int() takes them, a port is ASCII
+    "::1:9108",              # IPv6 without brackets
+    "[not-v6]:9108",
+    "my host:9108",
+])
+def test_a_metrics_listen_that_run_would_refuse_is_a_config_error(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, f'[metrics]\nlisten = "{listen}"\n')
+    assert err.value.key == "metrics.listen" and err.value.exit_code == 2
+
+
+@pytest.mark.parametrize("listen, bound", [
+    ("127.0.0.1:9108", ("127.0.0.1", 9108)),
+    (" 127.0.0.1:9108 ", ("127.0.0.1", 9108)),
+    (":9108", ("0.0.0.0", 9108)),
+    ("[::1]:9108", ("::1", 9108)),
+    ("metrics.internal:9108", ("metrics.internal", 9108)),
+])
+def test_metrics_listen_is_parsed_once_for_load_and_run(tmp_path: Path, listen: str, bound: tuple[str, int]) -> None:
+    assert load(tmp_path, f'[metrics]\nlisten = "{listen}"\n').metrics.listen == listen
+    assert config.parse_listen(listen) == bound   # what `run` binds (daemon.ops.metrics.serve)
+

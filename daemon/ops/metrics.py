@@ -28,8 +28,8 @@ from prometheus_client.exposition import choose_encoder
 
 from daemon import log
 from daemon.clock import Clock
-from daemon.config import Config
-from daemon.errors import ConfigError, MetricsError
+from daemon.config import Config, parse_listen
+from daemon.errors import MetricsError
 from daemon.ops.counters import Metrics as Metrics   # engine services type their counters by this name
 from models.attempt import Attempt
 from models.message import IncomingMessage, Outcome
@@ -186,15 +186,6 @@ class StateCollector:
 
 
 # --- the HTTP endpoint ---------------------------------------------------------------------------
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """"127.0.0.1:9108", "[::1]:9108" or ":9108" (every IPv4 interface) -> (host, port)."""
-    host, sep, port = listen.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("metrics.listen", f"expected HOST:PORT such as \"127.0.0.1:9108\", got {listen!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    return host or "0.0.0.0", int(port)
-
 
 class MetricsServer:
     """A small threaded HTTP server: GET /metrics and GET /healthz."""

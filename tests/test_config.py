@@ -120,3 +120,17 @@ def test_metrics_listen_is_parsed_once_for_load_and_run(tmp_path: Path, listen: 
     assert load(tmp_path, f'[metrics]\nlisten = "{listen}"\n').metrics.listen == listen
     assert config.parse_listen(listen) == bound   # what `run` binds (daemon.ops.metrics.serve)
 
+
+def test_the_production_example_has_absolute_paths_and_loads(tmp_path: Path) -> None:
+    """deploy/config.production.toml, copied anywhere, points at /var/lib/smartacct, not beside itself."""
+    copy = tmp_path / "config.toml"
+    copy.write_text((ROOT / "deploy" / "config.production.toml").read_text())
+    cfg = config.load(copy, environ={"SMARTACCT_IMAP_PASSWORD": "i", "SMARTACCT_SMTP_PASSWORD": "s"})
+    assert cfg.database.url == "sqlite:////var/lib/smartacct/smartacct.db"
+    assert cfg.logging.file == "/var/log/smartacct/smartacct.log"
+    assert cfg.mailbox.backend == "imap" and cfg.mailbox.password == "i"
+    assert cfg.smtp.backend == "smtp" and cfg.smtp.password == "s"
+    assert str(tmp_path) not in repr(cfg)
+    with pytest.raises(ConfigError) as err:
+        config.load(copy, environ={})
+    assert err.value.key == "mailbox.password_env"

@@ -1,8 +1,11 @@
 #!/bin/sh
 # Installs the servers the integration tests start themselves (issue 5): Dovecot
-# (IMAP + LMTP), PostgreSQL and openssl. Idempotent: apt-get runs only when
-# something is missing. The packages' own system-wide services are stopped and
-# kept from starting, since the tests run private instances on free ports.
+# (IMAP + LMTP), PostgreSQL and openssl; and what tests/test_deploy.py runs
+# deploy/install.sh with: systemd-analyze (Debian's systemd package, to verify
+# the unit; nothing is started), useradd and setpriv (essential packages, but
+# checked). Idempotent: apt-get runs only when something is missing. The
+# packages' own system-wide services are stopped and kept from starting, since
+# the tests run private instances on free ports.
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive
@@ -21,6 +24,9 @@ missing=""
 for pkg in dovecot-imapd dovecot-lmtpd postgresql openssl; do
     installed "$pkg" || missing="$missing $pkg"
 done
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+command -v useradd >/dev/null 2>&1 || missing="$missing passwd"
+command -v setpriv >/dev/null 2>&1 || missing="$missing util-linux"
 
 if [ -n "$missing" ]; then
     # Keep package scripts from starting services while installing (exit 101 = "denied").
@@ -39,7 +45,7 @@ if [ -n "$missing" ]; then
     fi
 fi
 
-for cmd in dovecot openssl; do
+for cmd in dovecot openssl systemd-analyze useradd setpriv; do
     command -v "$cmd" >/dev/null 2>&1 || { echo "install-system-deps: $cmd still missing" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "install-system-deps: initdb missing" >&2; exit 1; }

@@ -218,7 +218,7 @@ _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPROF)
 @contextlib.contextmanager
 def in_process(env: Mapping[str, str], cwd: Path) -> Iterator[tuple[io.StringIO, io.StringIO]]:
     """One CLI call in this process, isolated as a process of its own would be: the environment
-    overlay (without $SMARTACCT_CONFIG), the working folder, the umask, stdout and stderr, the
+    overlay (over this one's, less $SMARTACCT_CONFIG), the working folder, the umask, stdout and stderr, the
     smartacct logger, the database the models are bound to and the signal handlers are each
     restored afterwards, and the call's log handler closed, so its log file is complete."""
     saved_env = dict(os.environ)
@@ -232,8 +232,8 @@ def in_process(env: Mapping[str, str], cwd: Path) -> Iterator[tuple[io.StringIO,
     for handler in saved_log[0]:
         logger.removeHandler(handler)   # so that log.setup() in the call does not close them
     out, err = io.StringIO(), io.StringIO()
+    os.environ.pop("SMARTACCT_CONFIG", None)   # the caller's own; `env` may set one
     os.environ.update(env)
-    os.environ.pop("SMARTACCT_CONFIG", None)
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

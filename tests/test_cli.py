@@ -75,7 +75,8 @@ def test_a_bare_group_lists_its_commands(tmp_path: Path) -> None:
 
 def test_the_version_is_the_installed_package_version() -> None:
     proc = subprocess.run([SMARTACCT, "--version"], capture_output=True, text=True, timeout=60)
-    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"smartacct {importlib.metadata.version('smartacct')}\n", "")
+    version = importlib.metadata.version("smartacct")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"smartacct {version}\n", "")
 
 
 def test_every_command_has_its_own_help_that_says_more_than_its_name(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The whole process by email (DESIGN §1, §3) on the embedded default, `smartacct` as a subprocess,
+"""The whole process by email (DESIGN §1, §3) on the embedded default, through the CLI's entry point,
 replies written as real clients write them; every forgery and replay refused with a WARNING."""
 
 from __future__ import annotations

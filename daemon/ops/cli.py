@@ -29,6 +29,7 @@ from daemon.ops.sdnotify import Notifier
 PRIVATE = 0o077          # what the daemon writes (database, log, Maildirs) is its user's alone (DESIGN §4)
 EXIT_FAILED = 1          # a command failed; SmartacctError subclasses carry their own status
 EXIT_INTERRUPTED = 130   # Ctrl-C, as a shell reports it (128 + SIGINT)
+LEFT = "left for a later pass (another instance has it, or it kept racing)"   # `process`, a message not filed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,7 +165,7 @@ def smartacct() -> None:
     daemon; the other commands look at and repair its work, also while it runs.
 
     The config comes from -c FILE (before or after the command), else $SMARTACCT_CONFIG, else
-    ./config.toml, else the embedded default: Maildirs and SQLite under ./var.
+    ./config.toml, else the embedded demo default (Maildirs and SQLite under ./var).
     """
 
 
@@ -220,7 +221,7 @@ def process(session: Session, files: tuple[str, ...]) -> int:
                 continue
             item = InboxMessage(key=path.name, raw=raw, size=len(raw))
             folder = app.attempts.process(item)
-            print(f"{name}: {folder.value if folder else 'left for a later pass (another instance has it, or it kept racing)'}")
+            print(f"{name}: {folder.value if folder else LEFT}")
         app.outbox.drain()
     return status
 

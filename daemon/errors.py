@@ -4,6 +4,7 @@
     SmartacctError                  1    (the base: never raised itself)
      ├── ConfigError                2    a config key is unknown, missing or malformed
      ├── DatabaseError              1    the database cannot be opened where database.url points
+     ├── LogFileError               1    the log file cannot be opened where logging.file points
      ├── MailboxError               1    the inbox could not be read or a message not filed
      │    └── MailboxAuthError      1    the server refused our credentials (retrying will not help)
      ├── DeliveryError              1    an outgoing email was not accepted
@@ -52,6 +53,10 @@ class ConfigError(SmartacctError):
 
 class DatabaseError(SmartacctError):
     """The database file or its folder cannot be opened or made (not: the server is away for now)."""
+
+
+class LogFileError(SmartacctError):
+    """The log file named by logging.file cannot be opened or made; the message says why, in words."""
 
 
 class MailboxError(SmartacctError):

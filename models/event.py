@@ -12,6 +12,7 @@ from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
 
 
 class Event(BaseModel):
+    id = peewee.AutoField()      # peewee's implicit key, declared so type checkers see it
     request_id = peewee.IntegerField(index=False)
     at = UtcDateTimeField()
     name = SafeCharField(max_length=64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import contextlib
 import datetime as dt
 import email
 import email.errors
@@ -33,10 +34,7 @@ from parsers.html_text import html_to_text
 
 __all__ = ["ParsedMessage", "ascii_domain", "html_to_text", "parse_message"]
 
-# mail-parser logs a WARNING ("Email content 'rfc822-headers' not handled") for ordinary
-# mail on "mailparser.core"; its loggers all sit under "mailparser". Our log is one
-# structured line per event (DESIGN §7), so only its errors may reach it.
-logging.getLogger("mailparser").setLevel(logging.ERROR)
+_MAILPARSER_LOG = logging.getLogger("mailparser")   # the parent of all its loggers ("mailparser.core")
 
 MAX_TEXT = 1_000_000          # characters of body text kept (bounds later regex work)
 MAX_ATTACHMENT_TEXT = 1_000_000  # characters of attached .txt files kept, all files together
@@ -214,15 +212,29 @@ def _bounded_fields(raw: bytes, defects: list[str]) -> bytes:
 
 # --------------------------------------------------------------------------- tree
 
+@contextlib.contextmanager
+def _only_errors_from_mailparser() -> Iterator[None]:
+    """mail-parser logs a WARNING ("Email content 'rfc822-headers' not handled") for ordinary
+    mail. Our log is one structured line per event (DESIGN §7), so while it parses only its
+    errors pass; its level is put back after, so importing this module changes no one's logging."""
+    before = _MAILPARSER_LOG.level
+    _MAILPARSER_LOG.setLevel(max(before, logging.ERROR))
+    try:
+        yield
+    finally:
+        _MAILPARSER_LOG.setLevel(before)
+
+
 def _parse_tree(raw: bytes, defects: list[str]) -> tuple[email.message.Message, list[str], list[str]]:
     """mail-parser first; the stdlib, then a headers-only parse, when it fails."""
     try:
-        parsed = mailparser.parse_from_bytes(raw)
-        msg = parsed.message
-        if msg is None:
-            raise ValueError("mail-parser returned no message")
-        defects.extend(sorted(parsed.defects_categories))
-        plains, htmls = _strings(parsed.text_plain), _strings(parsed.text_html)
+        with _only_errors_from_mailparser():
+            parsed = mailparser.parse_from_bytes(raw)
+            msg = parsed.message
+            if msg is None:
+                raise ValueError("mail-parser returned no message")
+            defects.extend(sorted(parsed.defects_categories))
+            plains, htmls = _strings(parsed.text_plain), _strings(parsed.text_html)
         if any("\ufffd" in t for t in (*plains, *htmls)):
             # mail-parser falls back to UTF-8 with replacement; 8-bit text labelled
             # us-ascii is usually cp1252, which our own decoder tries next.

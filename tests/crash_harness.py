@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, Any, Iterable, Protocol
 
 from models.outbox import message_id_hash
-from e2e import SMARTACCT, Install, as_sent, good_fields, reply, request_email, wait_for
+from e2e import Install, as_sent, good_fields, reply, request_email, wait_for
 from servers import Dovecot, SmtpRelay
 
 SHARED = "smart-accounts@example.com"
@@ -519,7 +519,7 @@ class Harness:
         slot.current = Incarnation(started=time.time(), starts_logged=slot.log().count("daemon.started"),
                                    log_size=size, slot=n, host=slot.host)
         self.incarnations.append(slot.current)
-        command = [SMARTACCT, "-c", str(slot.config), "run"]
+        command = self.install.command("-c", str(slot.config), "run")
         slot.proc = subprocess.Popen(own_host_command(slot.host, command) if slot.host else command,
                                      cwd=self.install.root, env={**os.environ, **self.install.env},
                                      stdout=subprocess.DEVNULL, stderr=slot.stderr)
@@ -693,14 +693,14 @@ class Harness:
         return not self.work_left()
 
     def scheduled_checks(self, accounts: list[Account], offset: str = "15d") -> None:
-        """Every instance restarted `offset` in the future (SMARTACCT_CLOCK_OFFSET), all at once:
+        """Every instance restarted `offset` in the future (Install.offset), all at once:
         with the default windows, 15 days on, requests awaiting confirmation lapse and pending
         ones owe their first reminder (DESIGN §1), each exactly once (DESIGN §4, §8)."""
         for n, slot in enumerate(self.slots):
             if slot.proc is not None:
                 self._wait_started(n)
                 assert self.terminate(n) == 0
-        self.install.env["SMARTACCT_CLOCK_OFFSET"] = offset
+        self.install.offset = offset
         for acct in accounts:
             if acct.state == "awaiting_confirmation":
                 acct.replies.append("LAPSE")

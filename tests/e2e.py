@@ -1,16 +1,21 @@
 """End-to-end helpers: a smartacct installation in a temp dir, driven through its CLI.
 
-Mail goes in as files in the inbox Maildir, `smartacct` runs as a subprocess, and
-the tests read what a user would see: the emails in the outgoing Maildir, the
-folder a message was filed in, `requests list --json`, the log.
+Mail goes in as files in the inbox Maildir, the CLI's entry point runs in this process
+(`Install.cli`: `daemon.ops.cli.main(argv, clock=...)`, as the `smartacct` executable
+calls it), the long-running daemon as a real subprocess (`Daemon`), and the tests read
+what a user would see: the emails in the outgoing Maildir, the folder a message was
+filed in, `requests list --json`, the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import email.utils
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -21,11 +26,18 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
+
+from daemon import log as daemon_log
+from daemon.clock import Clock, OffsetClock
+from daemon.config import parse_duration
+from daemon.ops import cli as daemon_cli
+from models.base import database_proxy
 
 T = TypeVar("T")
 
 SMARTACCT = str(Path(sys.executable).parent / "smartacct")
+LAUNCH = str(Path(__file__).with_name("launch.py"))   # the same main(), in the future (`Install.offset`)
 TOKEN_FOOTER = re.compile(r"Ref: (SA-\d{6,}) · Code: ([a-z2-7]{26})")
 OUR_ADDRESS = "smart-accounts@example.com"
 
@@ -69,6 +81,7 @@ class Install:
     backends: str = ('[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
                      '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n')
     env: dict[str, str] = field(default_factory=dict)
+    offset: str | None = None            # "91d": every CLI call and daemon from now on runs that far ahead
     _counter: int = 0
     _seen: set[Path] = field(default_factory=set)
 
@@ -130,11 +143,24 @@ class Install:
 
     # --- the CLI -------------------------------------------------------------------------------
 
+    @property
+    def clock(self) -> Clock | None:
+        """The clock of the installation's processes: the system's, or `offset` ahead of it."""
+        return OffsetClock(parse_duration(self.offset)) if self.offset else None
+
+    def command(self, *args: str) -> list[str]:
+        """The argv that runs `smartacct ARGS` as a process of its own: the real executable, or,
+        with an offset, tests/launch.py, which calls the same main() with an OffsetClock."""
+        return [sys.executable, LAUNCH, self.offset, *args] if self.offset else [SMARTACCT, *args]
+
     def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, **self.env}
-        env.pop("SMARTACCT_CONFIG", None)
-        proc = subprocess.run([SMARTACCT, "-c", str(self.config), *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, cwd=self.root)
+        """`smartacct -c config.toml ARGS` by its entry point, in this process, as the executable
+        would run it: in the install's root with its environment overlay, on its clock. `timeout`
+        is for the calls that once were subprocesses; nothing in process can be cut off."""
+        argv = ["-c", str(self.config), *args]
+        with in_process(self.env, self.root) as (out, err):
+            code = daemon_cli.main(argv, clock=self.clock)
+        proc = subprocess.CompletedProcess(["smartacct", *argv], code, out.getvalue(), err.getvalue())
         if check and proc.returncode != 0:
             raise AssertionError(f"smartacct {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
         return proc
@@ -186,6 +212,51 @@ class Install:
         return fresh
 
 
+_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPROF)
+
+
+@contextlib.contextmanager
+def in_process(env: Mapping[str, str], cwd: Path) -> Iterator[tuple[io.StringIO, io.StringIO]]:
+    """One CLI call in this process, isolated as a process of its own would be: the environment
+    overlay (over this one's, less $SMARTACCT_CONFIG), the working folder, the umask, stdout and stderr, the
+    smartacct logger, the database the models are bound to and the signal handlers are each
+    restored afterwards, and the call's log handler closed, so its log file is complete."""
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    saved_umask = os.umask(0o022)
+    os.umask(saved_umask)
+    logger = logging.getLogger(daemon_log.LOGGER_NAME)
+    saved_log = (list(logger.handlers), logger.level, logger.propagate)
+    saved_db = database_proxy.obj
+    saved_signals = {s: signal.getsignal(s) for s in _SIGNALS}
+    for handler in saved_log[0]:
+        logger.removeHandler(handler)   # so that log.setup() in the call does not close them
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.pop("SMARTACCT_CONFIG", None)   # the caller's own; `env` may set one
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield out, err
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        for handler in saved_log[0]:
+            logger.addHandler(handler)
+        logger.setLevel(saved_log[1])
+        logger.propagate = saved_log[2]
+        database_proxy.initialize(saved_db)
+        for s, handler in saved_signals.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        os.chdir(saved_cwd)
+        os.umask(saved_umask)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
 def wait_for(probe: Callable[[], T], timeout: float = 10.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
@@ -206,7 +277,7 @@ class Daemon:
 
     def start(self) -> None:
         starts = self.install.log().count("daemon.started")
-        self.proc = subprocess.Popen([SMARTACCT, "-c", str(self.install.config), "run"], cwd=self.install.root,
+        self.proc = subprocess.Popen(self.install.command("-c", str(self.install.config), "run"), cwd=self.install.root,
                                      env={**os.environ, **self.install.env}, text=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.install.log().count("daemon.started") > starts)

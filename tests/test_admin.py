@@ -1,5 +1,5 @@
-"""The admin commands of DESIGN §6, run as a user runs them (`smartacct` as a subprocess): what each
-changes in the database, the emails that go out, the folders, and the log line it leaves."""
+"""The admin commands of DESIGN §6, run as a user runs them (through the CLI's entry point): what
+each changes in the database, the emails that go out, the folders, and the log line it leaves."""
 
 from __future__ import annotations
 

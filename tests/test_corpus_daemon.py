@@ -1,7 +1,7 @@
 """The whole shared corpus through the real daemon: one inbox, one `smartacct run --once` (issue 6, item 2).
 
 Each of the 440 real-world emails is dropped into the inbox Maildir unchanged, the daemon
-runs once as a subprocess, and the test reads what an admin would see: the folders, the
+runs once (the CLI's entry point, in process), and the test reads what an admin would see: the folders, the
 outgoing Maildir and the log. Per file it decides whether the daemon answered it:
 - an outgoing email whose In-Reply-To is the file's Message-ID answers it;
 - the log lines the daemon wrote while handling it (everything before its `message.filed

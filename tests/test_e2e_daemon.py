@@ -87,7 +87,7 @@ def test_a_request_that_cannot_be_rendered_stops_neither_the_checks_nor_the_daem
     install.run_once()
     assert len(install.new_sent()) == 3                       # three reviews
     execute(install, "UPDATE request SET language = 'xx' WHERE id = 2")   # no email can be rendered for it
-    install.env["SMARTACCT_CLOCK_OFFSET"] = "15d"              # all three reviews lapsed while we were down
+    install.offset = "15d"              # all three reviews lapsed while we were down
 
     daemon.start()                                             # the checks run first, at start
     lapsed = next_emails(install, 2)

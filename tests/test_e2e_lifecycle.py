@@ -1,4 +1,4 @@
-"""The whole process by email (DESIGN §1, §3) on the embedded default, `smartacct` as a subprocess,
+"""The whole process by email (DESIGN §1, §3) on the embedded default, through the CLI's entry point,
 replies written as real clients write them; every forgery and replay refused with a WARNING."""
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def test_a_reply_too_late_gets_told_it_expired(install: Install) -> None:
     install.drop(reply(review, "CONFIRM"))
     install.run_once()
     activation = by_recipient(install.new_sent())[CUSTOMER][0]
-    install.env["SMARTACCT_CLOCK_OFFSET"] = "91d"
+    install.offset = "91d"
     install.cli("check")
     told = by_recipient(install.new_sent())
     assert set(told) == {PARTNER, CUSTOMER}
@@ -233,12 +233,12 @@ def test_reminders_go_once_each_and_expiry_after_the_window(install: Install) ->
     install.run_once()
     install.new_sent()
     for offset, expected in (("6d", 0), ("8d", 1), ("8d", 0), ("31d", 1), ("61d", 1), ("84d", 1), ("85d", 0)):
-        install.env["SMARTACCT_CLOCK_OFFSET"] = offset
+        install.offset = offset
         install.cli("check")
         sent = install.new_sent()
         assert [s.to for s in sent] == [CUSTOMER] * expected, offset
         assert state(install) == "pending_acceptance"
-    install.env["SMARTACCT_CLOCK_OFFSET"] = "91d"
+    install.offset = "91d"
     install.cli("check")
     assert sorted(s.to for s in install.new_sent()) == sorted([CUSTOMER, PARTNER])
     assert state(install) == "expired"
@@ -250,7 +250,7 @@ def test_after_downtime_missed_reminders_are_caught_up_once(install: Install) ->
     install.drop(reply(review, "CONFIRM"))
     install.run_once()
     install.new_sent()
-    install.env["SMARTACCT_CLOCK_OFFSET"] = "65d"  # 7d, 30d and 60d all passed while we were down
+    install.offset = "65d"  # 7d, 30d and 60d all passed while we were down
     install.cli("check")
     assert [s.to for s in install.new_sent()] == [CUSTOMER]
     install.cli("check")
@@ -259,7 +259,7 @@ def test_after_downtime_missed_reminders_are_caught_up_once(install: Install) ->
 
 def test_an_unconfirmed_review_lapses(install: Install) -> None:
     review = submit(install)
-    install.env["SMARTACCT_CLOCK_OFFSET"] = "15d"
+    install.offset = "15d"
     install.run_once()
     [told] = install.new_sent()
     assert told.to == PARTNER

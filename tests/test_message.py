@@ -448,3 +448,15 @@ def test_dmarc_headers_too_long_or_too_deep_are_not_a_pass() -> None:
     long = "mx.example.com; " + "spf=pass smtp.mailfrom=x; " * 400 + "dmarc=pass header.from=partner.example"
     assert len(long) > MAX_AUTH_RESULTS and not _dmarc(long)
     assert not _dmarc("mx.example.com; " + "(" * 5_000)        # authres recursed into the comments
+
+
+def test_importing_the_parser_leaves_mail_parsers_log_level_alone() -> None:
+    """The level is lowered only while mail-parser parses (issue 12): importing changes no one's logging."""
+    import subprocess
+    import sys
+
+    code = ("import logging, parsers.message as m; before = logging.getLogger('mailparser').level; "
+            "m.parse_message(b'From: a@x.example\\r\\nSubject: hi\\r\\n\\r\\nbody\\r\\n'); "
+            "print(before, logging.getLogger('mailparser').level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(logging.NOTSET)] * 2

@@ -87,6 +87,7 @@ def test_the_whole_story_through_dovecot_and_smtp(install: Install, daemon: Daem
     assert len(dovecot.messages(SHARED, "Processed")) == 3  # ...each handled message filed
 
 
+@pytest.mark.private_dovecot   # stops and starts Dovecot
 def test_dovecot_restarts_while_the_daemon_runs(install: Install, daemon: Daemon, dovecot: Dovecot,
                                                 smtp_server: SmtpRelay) -> None:
     daemon.start()

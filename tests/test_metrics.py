@@ -114,6 +114,7 @@ def test_counters_and_gauges_follow_the_mail(install: Install, daemon: Daemon, p
     assert daemon.stop() == 0
 
 
+@pytest.mark.private_dovecot   # stops and starts Dovecot
 def test_healthz_turns_503_while_the_imap_server_is_down(tmp_path: Path, dovecot: Dovecot, port: int,
                                                          database_url: str | None) -> None:
     dovecot.add_user(OUR_ADDRESS)

@@ -1,4 +1,13 @@
-"""Shared fixtures. Real servers live in tests/servers.py (Dovecot, SMTP) and tests/pg.py (PostgreSQL)."""
+"""Shared fixtures. Real servers live in tests/servers.py (Dovecot, SMTP) and tests/pg.py (PostgreSQL).
+
+Servers start once per session where they can: one PostgreSQL (a fresh database per test) and
+one Dovecot (no users and no mail left from the test before); relays start per test, in
+milliseconds. Two marks say what a test needs beyond that:
+
+- `@pytest.mark.both_databases`: the test exercises the database layer, so it runs on SQLite
+  and on PostgreSQL; without it a database test runs on SQLite (the rule: tests/pg.py).
+- `@pytest.mark.private_dovecot`: the test stops or restarts Dovecot, so it gets its own.
+"""
 
 from __future__ import annotations
 

@@ -75,6 +75,7 @@ def healthy(port: int) -> bool:
     return get(port, "/healthz") == (200, "ok\n")
 
 
+@pytest.mark.both_databases
 def test_counters_and_gauges_follow_the_mail(install: Install, daemon: Daemon, port: int) -> None:
     daemon.start()
     assert f"INFO metrics.listening address=127.0.0.1:{port}" in install.log()

@@ -11,6 +11,7 @@ milliseconds. Two marks say what a test needs beyond that:
 
 from __future__ import annotations
 
+import compileall
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,16 @@ pytest_plugins = ["servers", "pg"]
 
 def pytest_report_header() -> str:
     return replay_hint()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Bytecode for the project's own packages, written once here: every `smartacct` the tests start
+    (hundreds of daemons and CLI calls) then loads it instead of compiling its modules again, which
+    it would where PYTHONDONTWRITEBYTECODE is set (as on this machine). Python checks each file's
+    timestamp, so an edited module is compiled afresh."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("daemon", "models", "parsers"):
+        compileall.compile_dir(root / package, quiet=1)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,7 +1,17 @@
-"""Shared fixtures. Real servers live in tests/servers.py (Dovecot, SMTP) and tests/pg.py (PostgreSQL)."""
+"""Shared fixtures. Real servers live in tests/servers.py (Dovecot, SMTP) and tests/pg.py (PostgreSQL).
+
+Servers start once per session where they can: one PostgreSQL (a fresh database per test) and
+one Dovecot (no users and no mail left from the test before); relays start per test, in
+milliseconds. Two marks say what a test needs beyond that:
+
+- `@pytest.mark.both_databases`: the test exercises the database layer, so it runs on SQLite
+  and on PostgreSQL; without it a database test runs on SQLite (the rule: tests/pg.py).
+- `@pytest.mark.private_dovecot`: the test stops or restarts Dovecot, so it gets its own.
+"""
 
 from __future__ import annotations
 
+import compileall
 from pathlib import Path
 
 import pytest
@@ -24,6 +34,16 @@ pytest_plugins = ["servers", "pg"]
 
 def pytest_report_header() -> str:
     return replay_hint()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Bytecode for the project's own packages, written once here: every `smartacct` the tests start
+    (hundreds of daemons and CLI calls) then loads it instead of compiling its modules again, which
+    it would where PYTHONDONTWRITEBYTECODE is set (as on this machine). Python checks each file's
+    timestamp, so an edited module is compiled afresh."""
+    root = Path(__file__).resolve().parent.parent
+    for package in ("daemon", "models", "parsers"):
+        compileall.compile_dir(root / package, quiet=1)
 
 
 @pytest.hookimpl(hookwrapper=True)

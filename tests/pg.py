@@ -2,9 +2,22 @@
 
 One server per test session; each test gets a fresh database cloned from a template
 that already holds the migrated schema (procrastinate's conftest does the same),
-which takes milliseconds. The `database_url` fixture is parametrized, so every test
-that uses a database runs on SQLite and on PostgreSQL; `--db sqlite` or `--db
-postgresql` narrows it for a quick local run.
+which takes milliseconds, and dropped when the test ends.
+
+The database matrix. A test that uses `database_url` (or `install`, built on it) runs
+on SQLite, the embedded default, unless it is marked `@pytest.mark.both_databases`
+(on the test or as a module's `pytestmark`): then it runs on SQLite and on PostgreSQL.
+The mark goes where the database layer itself is exercised, where the backends can
+differ: migrations, locks and concurrency (SKIP LOCKED, advisory locks, several
+instances), the outbox claim, compare-and-set state changes, the ingest transaction
+and its uniqueness rules, quarantine and attempt rows, queries over time (the checks,
+windows, the hourly cap) and paging. A test that drives parsing, rendering, replies or
+CLI output through the daemon stores and reads rows as every other test does, so
+SQLite is enough there; each kind of database work it does is also done by a marked
+test. Tests that need PostgreSQL alone take the `postgres` fixture.
+
+`--db sqlite` / `--db postgresql` (repeatable) runs every database test on the backends
+named instead, marked or not: `--db sqlite --db postgresql` is the full matrix.
 """
 
 from __future__ import annotations
@@ -30,12 +43,21 @@ BACKENDS = ("sqlite", "postgresql")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--db", choices=BACKENDS, action="append",
-                     help="run database tests on this backend only (default: both)")
+                     help="run every database test on this backend (repeatable; default: SQLite, "
+                          "and PostgreSQL too for tests marked both_databases)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "both_databases: the test exercises the database layer, so it runs "
+                                       "on SQLite and on PostgreSQL (tests/pg.py)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "database_url" in metafunc.fixturenames:
-        chosen = metafunc.config.getoption("db") or list(BACKENDS)
+        chosen = metafunc.config.getoption("db")
+        if not chosen:
+            marked = metafunc.definition.get_closest_marker("both_databases") is not None
+            chosen = list(BACKENDS) if marked else ["sqlite"]
         metafunc.parametrize("db_backend", chosen, scope="session")
 
 
@@ -98,13 +120,18 @@ class Postgres:
         name = f"test_{os.getpid()}_{next(self._names)}"
         for attempt in range(50):  # the template is briefly busy while a clone is made
             try:
-                self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+                # FILE_COPY: copies the template's files instead of writing every block to the WAL.
+                self.sql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
                 break
             except Exception as exc:  # psycopg.errors.ObjectInUse: someone holds the template
                 if "being accessed" not in str(exc) or attempt == 49:
                     raise
                 time.sleep(0.05)
         return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop a database fresh_database() made, whoever is still connected (a killed daemon's session)."""
+        self.sql(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
@@ -121,9 +148,13 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def database_url(db_backend: str, request: pytest.FixtureRequest) -> str | None:
-    """None means the installation's own SQLite file; else a fresh PostgreSQL database."""
+def database_url(db_backend: str, request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None means the installation's own SQLite file; else a fresh PostgreSQL database,
+    dropped after the test (hundreds of 8 MB clones otherwise fill the disk)."""
     if db_backend == "sqlite":
-        return None
+        yield None
+        return
     server: Postgres = request.getfixturevalue("postgres")
-    return server.fresh_database()
+    url = server.fresh_database()
+    yield url
+    server.drop_database(url)

@@ -1,9 +1,22 @@
 """Real mail servers for the tests: Dovecot (IMAP, IMAPS, LMTP) and an aiosmtpd relay.
 
-Each server listens on a free loopback port with its config and data in a temp
-dir and is stopped when the test ends, also when it fails. The relay delivers
-what it accepts into Dovecot over LMTP, so a test reads what a customer received
-over IMAP (issue 5, item 3). A pytest plugin: tests/conftest.py loads it.
+Each server listens on a free loopback port with its config and data in a temp dir
+and is stopped when its scope ends, also when a test fails. A pytest plugin:
+tests/conftest.py loads it.
+
+- `dovecot`: one Dovecot for the whole session, handed to each test clean: no users,
+  no mail, its log read from where the test began (`Dovecot.reset`). A test creates
+  the mailbox users it needs (`add_user`), so tests cannot see each other's mail.
+  The shared server refuses stop()/start()/kill(): a test that takes Dovecot down to
+  simulate an outage is marked `@pytest.mark.private_dovecot` and gets a server of
+  its own for that test (every fixture built on `dovecot` then uses it too).
+- `smtp_server`: a relay that delivers what it accepts into Dovecot over LMTP, for
+  tests that read what a customer received over IMAP (issue 5, item 3).
+- `smtp_sink`: the same relay without Dovecot, for tests that only look at what it
+  accepted (`received`, `connections`) and never read a mailbox.
+
+Relays are per test (one starts in milliseconds), so what a test injects with
+`fail_next`/`refuse` and what it `received` never outlives the test.
 """
 
 from __future__ import annotations
@@ -90,7 +103,7 @@ def make_cert(directory: Path) -> TlsCert:
 # --------------------------------------------------------------------------- Dovecot
 
 _DOVECOT_CONF = """\
-# Written by tests/servers.py for one test run; nothing here is shared with the system.
+# Written by tests/servers.py for one test session; nothing here is shared with the system.
 base_dir = {root}/run
 state_dir = {root}/state
 log_path = {root}/dovecot.log
@@ -115,19 +128,31 @@ imap_idle_notify_interval = 2 mins
 mailbox_idle_check_interval = 1 secs
 login_trusted_networks = 127.0.0.0/8
 shutdown_clients = yes
+# One passwd file per user: Dovecot reads a new one at once, whereas it re-reads a changed
+# single file at most once a second (a user added right after another test's logins would
+# not be found yet), and it does not remember a missing one.
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
+  args = scheme=PLAIN username_format=%u {root}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {root}/users
+  args = username_format=%u {root}/users/%u
 }}
 namespace inbox {{
   inbox = yes
   separator = /
 }}
+# Dovecot's high-performance mode: login processes serve many connections, and an imap process
+# serves one session after another instead of a new one starting for each login (all users
+# share one uid). A login then takes milliseconds, and tests poll mailboxes by logging in.
+service imap {{
+  service_count = 1000
+  process_min_avail = 2
+}}
 service imap-login {{
+  service_count = 0
+  process_min_avail = 1
   inet_listener imap {{
     address = 127.0.0.1
     port = {imap_port}
@@ -144,6 +169,13 @@ service lmtp {{
     port = {lmtp_port}
   }}
 }}
+# No auth penalty: after a failed login Dovecot would delay every next login from 127.0.0.1
+# by up to 15 s, also another test's on the shared server (tests of wrong passwords do this).
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 service stats {{
   unix_listener stats-writer {{
     mode = 0666
@@ -153,17 +185,23 @@ service stats {{
 
 
 class Dovecot:
-    """One private Dovecot: IMAP (plain + STARTTLS), IMAPS and LMTP on loopback ports."""
+    """One Dovecot: IMAP (plain + STARTTLS), IMAPS and LMTP on loopback ports.
 
-    def __init__(self, root: Path, cert: TlsCert) -> None:
+    `shared` (the session's server): stop(), start() and kill() are refused, so that no
+    test takes it away from the ones after it, and reset() hands it clean to the next test.
+    """
+
+    def __init__(self, root: Path, cert: TlsCert, *, shared: bool = False) -> None:
         self.root = root
         self.cert = cert
+        self.shared = shared
         self.host = HOST
         self.imap_port = free_port()
         self.imaps_port = free_port()
         self.lmtp_port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._passwords: dict[str, str] = {}
+        self._log_start = 0           # where the current test's part of the log begins
         me = pwd.getpwuid(os.geteuid())
         if os.geteuid() == 0:
             # Dovecot never touches mail as root: virtual users' mail belongs to nobody.
@@ -177,7 +215,8 @@ class Dovecot:
         (root / "mail").mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)
         os.chown(root / "mail", self._uid, self._gid)
-        (root / "users").write_text("")
+        (root / "users").mkdir(exist_ok=True)
+        os.chmod(root / "users", 0o755)
         self.conf = root / "dovecot.conf"
         self.conf.write_text(_DOVECOT_CONF.format(
             root=root, certfile=cert.certfile, keyfile=cert.keyfile,
@@ -191,8 +230,13 @@ class Dovecot:
 
     @property
     def log(self) -> str:
+        """What Dovecot logged since the test began."""
         path = self.root / "dovecot.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        with open(path, "rb") as fh:
+            fh.seek(self._log_start)
+            return fh.read().decode(errors="replace")
 
     def wait_for_log(self, text: str, timeout: float = 5) -> None:
         """Dovecot's log process writes a moment later than the event."""
@@ -202,7 +246,16 @@ class Dovecot:
                 raise AssertionError(f"{text!r} not in the Dovecot log:\n{self.log[-2000:]}")
             time.sleep(0.02)
 
+    def _refuse_if_shared(self, what: str) -> None:
+        if self.shared:
+            raise RuntimeError(f"Dovecot.{what}() on the session's shared server would break the tests after "
+                               "this one: mark the test @pytest.mark.private_dovecot")
+
     def start(self) -> None:
+        self._refuse_if_shared("start")
+        self._start()
+
+    def _start(self) -> None:
         if self._proc is not None:
             return
         self._proc = subprocess.Popen(
@@ -214,12 +267,16 @@ class Dovecot:
             for port in (self.imap_port, self.imaps_port, self.lmtp_port):
                 wait_for_port(port)
         except RuntimeError:
-            self.stop()
+            self._kill()
             raise RuntimeError(f"dovecot did not start:\n{self.log}\n"
                                f"{(self.root / 'dovecot.stderr').read_text(errors='replace')}") from None
 
     def kill(self) -> None:
         """Kill the server and every child at once: fixture teardown, no graceful wait."""
+        self._refuse_if_shared("kill")
+        self._kill()
+
+    def _kill(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -231,6 +288,7 @@ class Dovecot:
 
     def stop(self) -> None:
         """Stop the server and its children as an admin would; the mail stays for start()."""
+        self._refuse_if_shared("stop")
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -260,9 +318,40 @@ class Dovecot:
         home.mkdir(parents=True, exist_ok=True)
         os.chown(home, self._uid, self._gid)
         self._passwords[address] = password
-        lines = [f"{user}:{{PLAIN}}{pw}:{self._uid}:{self._gid}::{self.root / 'mail' / user}::"
-                 for user, pw in self._passwords.items()]
-        (self.root / "users").write_text("\n".join(lines) + "\n")
+        entry = self.root / "users" / address
+        tmp = entry.with_name(f".{address}.tmp")
+        tmp.write_text(f"{address}:{{PLAIN}}{password}:{self._uid}:{self._gid}::{home}::\n")
+        tmp.rename(entry)   # never half a line for an auth lookup to read
+
+    def reset(self, timeout: float = 10) -> None:
+        """Clean for the next test: no users, no mail, the log read from here on.
+
+        First waits until no IMAP session of the last test is left (a killed client's
+        server process may still finish its command), so that none of its mail can
+        land in the next test's mailboxes.
+        """
+        if self._proc is None or self._proc.poll() is not None:   # died: a new one, same ports
+            self._proc = None
+            self._start()
+        deadline = time.monotonic() + timeout
+        while self._sessions():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"IMAP sessions still open after {timeout}s:\n{self._sessions()}")
+            time.sleep(0.01)
+        for entry in (self.root / "users").iterdir():
+            entry.unlink()
+        for home in (self.root / "mail").iterdir():
+            shutil.rmtree(home)
+        self._passwords.clear()
+        log = self.root / "dovecot.log"
+        self._log_start = log.stat().st_size if log.exists() else 0
+
+    def _sessions(self) -> str:
+        """`doveadm who`: the users logged in over IMAP right now, one line each ("" if none)."""
+        proc = subprocess.run(["doveadm", "-c", str(self.conf), "who", "-1"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"doveadm who failed: {proc.stderr}")
+        return "\n".join(line for line in proc.stdout.splitlines()[1:] if line.strip())
 
     def imap_client(self, user: str) -> IMAPClient:
         client = IMAPClient(self.host, self.imap_port, ssl=False, timeout=10)
@@ -338,6 +427,7 @@ class RelayHandler:
     _next: list[_Refusal] = field(default_factory=list)
     _recipients: dict[str, _Refusal] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _delivering: int = 0      # LMTP deliveries under way (they go on after a client died)
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -371,8 +461,14 @@ class RelayHandler:
 
     def _deliver(self, mail_from: str, rcpts: list[str], data: bytes) -> None:
         assert self.dovecot is not None
-        with smtplib.LMTP(self.dovecot.host, self.dovecot.lmtp_port, timeout=10) as lmtp:
-            lmtp.sendmail(mail_from, rcpts, data)
+        with self._lock:
+            self._delivering += 1
+        try:
+            with smtplib.LMTP(self.dovecot.host, self.dovecot.lmtp_port, timeout=10) as lmtp:
+                lmtp.sendmail(mail_from, rcpts, data)
+        finally:
+            with self._lock:
+                self._delivering -= 1
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
         """RFC-less but common: base64("user=U\\x01auth=Bearer T\\x01\\x01")."""
@@ -457,6 +553,14 @@ class SmtpRelay:
         if controller is not None:
             controller.stop()
 
+    def wait_delivered(self, timeout: float = 15) -> None:
+        """Until no delivery into Dovecot is under way: none may land after its test ended."""
+        deadline = time.monotonic() + timeout
+        while self.handler._delivering:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.handler._delivering} LMTP deliveries still under way after {timeout}s")
+            time.sleep(0.01)
+
     def fail_next(self, code: int, text: str = "", count: int | None = 1) -> None:
         """Answer the DATA of the next `count` messages (None: every one) with `code`."""
         text = text or ("4.3.0 try again later" if code < 500 else "5.7.1 message refused")
@@ -483,24 +587,64 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> TlsCert:
     return make_cert(tmp_path_factory.mktemp("tls"))
 
 
-@pytest.fixture
-def dovecot(tls_cert: TlsCert) -> Iterator[Dovecot]:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "private_dovecot: the test stops or restarts Dovecot, so it gets a "
+                                       "Dovecot of its own instead of the session's shared one")
+
+
+def _new_dovecot(tls_cert: TlsCert, *, shared: bool) -> Dovecot:
     if shutil.which("dovecot") is None:
         pytest.fail("dovecot is not installed: run scripts/install-system-deps.sh")
     # A short path: Dovecot's unix sockets live under base_dir (108-byte limit).
-    root = Path(tempfile.mkdtemp(prefix="dovecot-"))
-    server = Dovecot(root, tls_cert)
+    return Dovecot(Path(tempfile.mkdtemp(prefix="dovecot-")), tls_cert, shared=shared)
+
+
+@pytest.fixture(scope="session")
+def shared_dovecot(tls_cert: TlsCert) -> Iterator[Dovecot]:
+    """The session's Dovecot; tests take it through `dovecot`, which cleans it for each."""
+    server = _new_dovecot(tls_cert, shared=True)
+    try:
+        server._start()
+        yield server
+    finally:
+        server._kill()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(request: pytest.FixtureRequest, tls_cert: TlsCert) -> Iterator[Dovecot]:
+    """A Dovecot with no users and no mail: the shared one after reset(), or, for a test marked
+    private_dovecot, one started for this test alone (which it may stop and start)."""
+    if request.node.get_closest_marker("private_dovecot") is None:
+        shared: Dovecot = request.getfixturevalue("shared_dovecot")
+        shared.reset()
+        yield shared
+        return
+    server = _new_dovecot(tls_cert, shared=False)
     try:
         server.start()
         yield server
     finally:
         server.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture
 def smtp_server(dovecot: Dovecot, tls_cert: TlsCert) -> Iterator[SmtpRelay]:
+    """A relay that delivers into `dovecot`: for tests that read the recipients' mailboxes."""
     relay = SmtpRelay(dovecot, cert=tls_cert)
+    try:
+        relay.start()
+        yield relay
+    finally:
+        relay.stop()
+        relay.wait_delivered()
+
+
+@pytest.fixture
+def smtp_sink(tls_cert: TlsCert) -> Iterator[SmtpRelay]:
+    """A relay that keeps what it accepts in `received` and delivers it nowhere: no Dovecot."""
+    relay = SmtpRelay(None, cert=tls_cert)
     try:
         relay.start()
         yield relay

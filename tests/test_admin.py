@@ -62,6 +62,7 @@ def fails(install: Install, *args: str) -> str:
 
 # --- requests cancel ------------------------------------------------------------------------------
 
+@pytest.mark.both_databases
 def test_an_admin_cancels_a_pending_request_and_both_parties_are_told(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -102,6 +103,7 @@ def test_cancelling_before_confirmation_tells_only_the_partner(install: Install)
     assert "by=admin" in line and "reason=" not in line
 
 
+@pytest.mark.both_databases
 def test_cancel_refuses_closed_and_unknown_requests(install: Install) -> None:
     submit(install)
     install.cli("requests", "cancel", "SA-000001")
@@ -132,6 +134,7 @@ def outbox(install: Install, *args: str) -> list[dict[str, object]]:
     return json.loads(install.cli("outbox", "list", "--json", *args).stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.both_databases
 def test_a_failed_email_is_listed_and_sent_after_retry(relayed: Install, dovecot: Dovecot,
                                                        smtp_server: SmtpRelay) -> None:
     smtp_server.refuse(PARTNER, 550, "5.1.1 mailbox unavailable")
@@ -168,6 +171,7 @@ def test_a_failed_email_is_listed_and_sent_after_retry(relayed: Install, dovecot
 
 # --- quarantine list / retry -----------------------------------------------------------------------
 
+@pytest.mark.both_databases
 def test_a_quarantined_message_is_listed_and_handled_after_retry(install: Install) -> None:
     install.cli("requests", "list")   # creates the database
     poison(install)
@@ -204,6 +208,7 @@ def test_a_quarantined_message_is_listed_and_handled_after_retry(install: Instal
     assert f"message #{q['id']} is not quarantined (request)" in error and "no incoming message #999" in error
 
 
+@pytest.mark.both_databases
 def test_quarantine_retry_over_imap_moves_the_message_back_to_the_inbox(tmp_path: Path, dovecot: Dovecot,
                                                                        database_url: str | None) -> None:
     shared = OUR_ADDRESS

@@ -20,6 +20,9 @@ from models.event import Event
 from models.outbox import OutboxRow
 from models.request import Request
 
+# The checks page through due requests under locks: every test here on SQLite and PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 DAY = dt.timedelta(days=1)
 
 

@@ -52,6 +52,7 @@ def test_the_story_with_a_restart_in_the_middle(install: Install, daemon: Daemon
     assert len(install.sent()) == 7  # nothing was sent twice across the restart
 
 
+@pytest.mark.both_databases
 def test_short_windows_remind_and_expire_on_the_daemons_own_schedule(install: Install, daemon: Daemon) -> None:
     install.write_config('[workflow]\ncheck_interval = "1s"\nreminders = ["2s"]\nacceptance_window = "4s"\n')
     daemon.start()
@@ -79,6 +80,7 @@ def execute(install: Install, sql: str) -> None:
             db.execute(sql)
 
 
+@pytest.mark.both_databases
 def test_a_request_that_cannot_be_rendered_stops_neither_the_checks_nor_the_daemon(
         install: Install, daemon: Daemon) -> None:
     install.write_config('[workflow]\ncheck_interval = "1s"\n')

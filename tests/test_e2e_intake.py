@@ -79,6 +79,7 @@ def test_invalid_form_is_rejected_with_every_problem(install: Install) -> None:
     assert "request.rejected ref=SA-000001" in install.log()
 
 
+@pytest.mark.both_databases
 def test_the_same_message_twice_sends_one_review(install: Install) -> None:
     msg = request_email(good_fields(), message_id="<twice@partner.example>")
     first = install.drop(msg)
@@ -91,6 +92,7 @@ def test_the_same_message_twice_sends_one_review(install: Install) -> None:
     assert "message.duplicate" in install.log()
 
 
+@pytest.mark.both_databases
 def test_without_message_id_the_content_hash_makes_it_idempotent(install: Install) -> None:
     msg = request_email(good_fields())
     del msg["Message-ID"]
@@ -101,6 +103,7 @@ def test_without_message_id_the_content_hash_makes_it_idempotent(install: Instal
     assert len(install.requests()) == 1
 
 
+@pytest.mark.both_databases
 def test_second_request_for_an_open_domain_is_rejected_with_the_existing_ref(install: Install) -> None:
     install.drop(request_email(good_fields()))
     install.run_once()
@@ -220,6 +223,7 @@ def test_a_bad_config_value_exits_2_naming_the_key(install: Install, extra: str,
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.both_databases
 def test_requests_show_has_the_timeline(install: Install) -> None:
     install.drop((EXAMPLES / "request-en.eml").read_bytes())
     install.run_once()
@@ -258,6 +262,7 @@ def test_a_form_in_an_attached_txt_file_is_read(install: Install) -> None:
     assert install.requests()[0]["account_domain"] == "attached.example"
 
 
+@pytest.mark.both_databases
 def test_the_loop_guard_caps_answers_per_address_and_hour(install: Install) -> None:
     install.write_config("[workflow]\nmax_emails_per_address_per_hour = 2\n")
     for n in range(4):

@@ -63,6 +63,7 @@ def test_the_whole_story_in_english(install: Install, style: str) -> None:
     assert "WARNING" not in log
 
 
+@pytest.mark.both_databases
 def test_the_whole_story_in_german(install: Install) -> None:
     review = submit(install, lang="de")
     assert "BESTÄTIGEN" in review.text
@@ -78,6 +79,7 @@ def test_the_whole_story_in_german(install: Install) -> None:
     assert welcome.msg["Content-Language"] == "de"
 
 
+@pytest.mark.both_databases
 def test_decline_tells_the_partner(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -100,6 +102,7 @@ def test_cancel_before_confirmation_tells_only_the_partner(install: Install) -> 
     assert state(install) == "cancelled"
 
 
+@pytest.mark.both_databases
 def test_cancel_after_confirmation_tells_the_customer(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -111,6 +114,7 @@ def test_cancel_after_confirmation_tells_the_customer(install: Install) -> None:
     assert state(install) == "cancelled"
 
 
+@pytest.mark.both_databases
 def test_a_second_request_is_welcome_after_cancellation(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CANCEL"))
@@ -179,6 +183,7 @@ def test_the_partner_cannot_accept_for_the_customer(install: Install) -> None:
     assert "ACCEPT is an answer for the customer" in told.text and "You can answer with CANCEL" in told.text
 
 
+@pytest.mark.both_databases
 def test_a_replayed_confirm_gets_a_friendly_answer_and_no_second_activation(install: Install) -> None:
     review = submit(install)
     first = reply(review, "CONFIRM")
@@ -207,6 +212,7 @@ def test_a_token_of_another_request_does_nothing(install: Install) -> None:
     assert re.search(r"WARNING reply\.refused ref=SA-\d+ reason=ref_mismatch", install.log())
 
 
+@pytest.mark.both_databases
 def test_a_reply_too_late_gets_told_it_expired(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -227,6 +233,7 @@ def test_a_reply_too_late_gets_told_it_expired(install: Install) -> None:
 
 # --- scheduled checks --------------------------------------------------------------------------------
 
+@pytest.mark.both_databases
 def test_reminders_go_once_each_and_expiry_after_the_window(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -245,6 +252,7 @@ def test_reminders_go_once_each_and_expiry_after_the_window(install: Install) ->
     assert install.log().count("INFO reminder.sent ref=SA-000001") == 4
 
 
+@pytest.mark.both_databases
 def test_after_downtime_missed_reminders_are_caught_up_once(install: Install) -> None:
     review = submit(install)
     install.drop(reply(review, "CONFIRM"))
@@ -257,6 +265,7 @@ def test_after_downtime_missed_reminders_are_caught_up_once(install: Install) ->
     assert install.new_sent() == []
 
 
+@pytest.mark.both_databases
 def test_an_unconfirmed_review_lapses(install: Install) -> None:
     review = submit(install)
     install.offset = "15d"

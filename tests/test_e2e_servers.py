@@ -87,6 +87,7 @@ def test_the_whole_story_through_dovecot_and_smtp(install: Install, daemon: Daem
     assert len(dovecot.messages(SHARED, "Processed")) == 3  # ...each handled message filed
 
 
+@pytest.mark.private_dovecot   # stops and starts Dovecot
 def test_dovecot_restarts_while_the_daemon_runs(install: Install, daemon: Daemon, dovecot: Dovecot,
                                                 smtp_server: SmtpRelay) -> None:
     daemon.start()
@@ -103,6 +104,7 @@ def test_dovecot_restarts_while_the_daemon_runs(install: Install, daemon: Daemon
     assert dovecot.messages(SHARED) == []
 
 
+@pytest.mark.both_databases
 def test_smtp_down_for_a_while_then_back(install: Install, daemon: Daemon, dovecot: Dovecot,
                                          smtp_server: SmtpRelay) -> None:
     smtp_server.stop()
@@ -119,6 +121,7 @@ def test_smtp_down_for_a_while_then_back(install: Install, daemon: Daemon, dovec
     assert "INFO outbox.resumed sent=1" in log
 
 
+@pytest.mark.both_databases
 def test_a_4xx_is_retried_and_a_5xx_for_the_customer_tells_the_partner(
         install: Install, daemon: Daemon, dovecot: Dovecot, smtp_server: SmtpRelay) -> None:
     smtp_server.fail_next(451)
@@ -136,6 +139,7 @@ def test_a_4xx_is_retried_and_a_5xx_for_the_customer_tells_the_partner(
     assert "email.deferred ref=SA-000001 kind=review" in log
 
 
+@pytest.mark.both_databases
 def test_a_restart_resumes_from_the_saved_uid(install: Install, daemon: Daemon, dovecot: Dovecot) -> None:
     for n in range(3):
         dovecot.deliver(SHARED, request_email(good_fields(domain=f"d{n}.example",

@@ -116,7 +116,8 @@ def test_check_explains_failures(dovecot: Dovecot, make_mailbox: Any) -> None:
         make_mailbox(security="ssl", port=dovecot.imap_port).check()
     with pytest.raises(MailboxError, match="folder 'Requests' does not exist"):
         make_mailbox(folder="Requests").check()
-    # Last: after a failed login Dovecot delays this client's next logins (auth penalty).
+    # Last: after a failed login a mail server may delay this client's next logins (auth penalty;
+    # the tests' Dovecot has none, so that one test's wrong password slows no other).
     with pytest.raises(MailboxAuthError, match="wrong username or the password") as err:
         make_mailbox(password=Secret("hunter2")).check()
     assert "hunter2" not in str(err.value)
@@ -289,6 +290,7 @@ def test_idle_renewal_keeps_the_connection(dovecot: Dovecot, make_mailbox: Any,
     assert box.reconnects == 0
 
 
+@pytest.mark.private_dovecot   # stops and starts Dovecot
 def test_dovecot_restart_while_waiting_loses_nothing(
         dovecot: Dovecot, make_mailbox: Any, caplog: pytest.LogCaptureFixture) -> None:
     box = make_mailbox(backoff_cap=2)

@@ -75,6 +75,7 @@ def healthy(port: int) -> bool:
     return get(port, "/healthz") == (200, "ok\n")
 
 
+@pytest.mark.both_databases
 def test_counters_and_gauges_follow_the_mail(install: Install, daemon: Daemon, port: int) -> None:
     daemon.start()
     assert f"INFO metrics.listening address=127.0.0.1:{port}" in install.log()
@@ -114,6 +115,7 @@ def test_counters_and_gauges_follow_the_mail(install: Install, daemon: Daemon, p
     assert daemon.stop() == 0
 
 
+@pytest.mark.private_dovecot   # stops and starts Dovecot
 def test_healthz_turns_503_while_the_imap_server_is_down(tmp_path: Path, dovecot: Dovecot, port: int,
                                                          database_url: str | None) -> None:
     dovecot.add_user(OUR_ADDRESS)

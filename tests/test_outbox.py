@@ -17,6 +17,9 @@ from daemon.config import from_dict
 from models.outbox import OutboxRow, OutboxState
 from servers import SmtpRelay
 
+# The outbox claim and its state changes: every test here on SQLite and PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 SENDER = "smart-accounts@example.com"
 
 

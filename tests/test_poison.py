@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from daemon import config as config_mod
 from daemon import log
 from daemon.app import build
@@ -21,6 +23,9 @@ from daemon.clock import FixedClock
 from e2e import SMARTACCT, Install, good_fields, request_email, wait_for
 from pg import Postgres
 from seeds import seeded
+
+# Attempt and quarantine rows, charged or not: every database test here on SQLite and PostgreSQL (tests/pg.py).
+pytestmark = pytest.mark.both_databases
 
 POISON = "big@partner.example"
 

@@ -35,6 +35,9 @@ from daemon.mail.mailbox import InboxMessage
 from models.message import Folder
 from models.outbox import OutboxRow
 
+# `any_app` tests are about what each database accepts (PostgreSQL is the stricter): all on both (tests/pg.py).
+pytestmark = pytest.mark.both_databases
+
 # One App per test function serves all its examples. report_multiple_bugs=False: shrink one
 # failure well rather than several slowly, so a failing run stays short.
 FUZZ = settings(deadline=None, report_multiple_bugs=False,

@@ -108,6 +108,7 @@ def run_at(install: Install, clock: FixedClock) -> None:
         app.close()
 
 
+@pytest.mark.both_databases
 def test_reviews_over_the_hourly_cap_are_delayed_never_lost(install: Install) -> None:
     """1,000 forms from one partner once made 1,000 reviews in 27 s; now at most the cap per hour."""
     install.write_config("[workflow]\nmax_emails_per_address_per_hour = 5\n")
@@ -132,6 +133,7 @@ def test_reviews_over_the_hourly_cap_are_delayed_never_lost(install: Install) ->
 
 # --- codes unreadable at rest ------------------------------------------------------------------------
 
+@pytest.mark.both_databases
 def test_no_code_or_code_bearing_message_id_is_readable_at_rest_or_in_output(install: Install) -> None:
     install.drop(request_email(good_fields()))
     install.run_once()

@@ -1,4 +1,5 @@
-"""SmtpTransport against a real SMTP server (aiosmtpd) that delivers into Dovecot (issue 5, item 2)."""
+"""SmtpTransport against a real SMTP server (aiosmtpd) (issue 5, item 2): one that delivers into Dovecot
+where a test reads the customer's mailbox, else one that only keeps what it accepted (`smtp_sink`)."""
 
 from __future__ import annotations
 
@@ -45,50 +46,50 @@ def test_sent_email_lands_in_the_customers_mailbox(smtp_server: SmtpRelay, dovec
     assert smtp_server.received[0][:2] == (SENDER, [customer])
 
 
-def test_one_connection_for_fifty_emails(smtp_server: SmtpRelay, customer: str) -> None:
-    with transport(smtp_server).session() as session:
+def test_one_connection_for_fifty_emails(smtp_sink: SmtpRelay) -> None:
+    with transport(smtp_sink).session() as session:
         for n in range(50):
-            session.send(email(n), SENDER, [customer], f"<sa-{n}@example.com>")
-    assert len(smtp_server.received) == 50
-    assert smtp_server.connections == 1
+            session.send(email(n), SENDER, [CUSTOMER], f"<sa-{n}@example.com>")
+    assert len(smtp_sink.received) == 50
+    assert smtp_sink.connections == 1
 
 
-def test_no_connection_without_a_send(smtp_server: SmtpRelay) -> None:
-    with transport(smtp_server).session():
+def test_no_connection_without_a_send(smtp_sink: SmtpRelay) -> None:
+    with transport(smtp_sink).session():
         pass
-    assert smtp_server.connections == 0
+    assert smtp_sink.connections == 0
 
 
-def test_4xx_is_temporary_and_the_connection_stays_usable(smtp_server: SmtpRelay, customer: str) -> None:
-    smtp_server.fail_next(451, "4.3.0 queue full, try later")
-    with transport(smtp_server).session() as session:
+def test_4xx_is_temporary_and_the_connection_stays_usable(smtp_sink: SmtpRelay) -> None:
+    smtp_sink.fail_next(451, "4.3.0 queue full, try later")
+    with transport(smtp_sink).session() as session:
         with pytest.raises(TemporaryFailure, match="451 4.3.0 queue full, try later") as err:
-            session.send(email(1), SENDER, [customer], "<sa-1@example.com>")
+            session.send(email(1), SENDER, [CUSTOMER], "<sa-1@example.com>")
         assert err.value.code == 451
-        session.send(email(2), SENDER, [customer], "<sa-2@example.com>")
-    assert len(smtp_server.received) == 1 and smtp_server.connections == 1
+        session.send(email(2), SENDER, [CUSTOMER], "<sa-2@example.com>")
+    assert len(smtp_sink.received) == 1 and smtp_sink.connections == 1
 
 
-def test_refused_recipient_is_permanent_and_named(smtp_server: SmtpRelay, customer: str) -> None:
-    smtp_server.refuse("gone@customer.example", 550, "5.1.1 user unknown")
-    with transport(smtp_server).session() as session:
+def test_refused_recipient_is_permanent_and_named(smtp_sink: SmtpRelay) -> None:
+    smtp_sink.refuse("gone@customer.example", 550, "5.1.1 user unknown")
+    with transport(smtp_sink).session() as session:
         with pytest.raises(PermanentFailure, match="550 5.1.1 user unknown") as err:
-            session.send(email(1), SENDER, [customer, "gone@customer.example"], "<sa-1@example.com>")
+            session.send(email(1), SENDER, [CUSTOMER, "gone@customer.example"], "<sa-1@example.com>")
     assert err.value.code == 550 and err.value.recipient == "gone@customer.example"
-    assert smtp_server.received == []          # all recipients or none: no partial send to retry
+    assert smtp_sink.received == []            # all recipients or none: no partial send to retry
 
 
-def test_recipient_4xx_is_temporary(smtp_server: SmtpRelay, customer: str) -> None:
-    smtp_server.refuse(customer, 450, "4.2.1 mailbox busy")
-    with transport(smtp_server).session() as session, pytest.raises(TemporaryFailure) as err:
-        session.send(email(1), SENDER, [customer], "<sa-1@example.com>")
-    assert err.value.code == 450 and err.value.recipient == customer
+def test_recipient_4xx_is_temporary(smtp_sink: SmtpRelay) -> None:
+    smtp_sink.refuse(CUSTOMER, 450, "4.2.1 mailbox busy")
+    with transport(smtp_sink).session() as session, pytest.raises(TemporaryFailure) as err:
+        session.send(email(1), SENDER, [CUSTOMER], "<sa-1@example.com>")
+    assert err.value.code == 450 and err.value.recipient == CUSTOMER
 
 
-def test_5xx_after_data_is_permanent(smtp_server: SmtpRelay, customer: str) -> None:
-    smtp_server.fail_next(554, "5.7.1 spam detected")
-    with transport(smtp_server).session() as session, pytest.raises(PermanentFailure, match="554 5.7.1 spam") as err:
-        session.send(email(1), SENDER, [customer], "<sa-1@example.com>")
+def test_5xx_after_data_is_permanent(smtp_sink: SmtpRelay) -> None:
+    smtp_sink.fail_next(554, "5.7.1 spam detected")
+    with transport(smtp_sink).session() as session, pytest.raises(PermanentFailure, match="554 5.7.1 spam") as err:
+        session.send(email(1), SENDER, [CUSTOMER], "<sa-1@example.com>")
     assert err.value.code == 554 and err.value.recipient is None
 
 
@@ -103,16 +104,16 @@ def test_server_down_is_temporary_and_the_next_session_catches_up(
     assert len(dovecot.wait_for(customer, 1)) == 1
 
 
-def test_a_dropped_connection_is_reopened_once(smtp_server: SmtpRelay, customer: str) -> None:
-    with transport(smtp_server).session() as session:
-        session.send(email(1), SENDER, [customer], "<sa-1@example.com>")
-        smtp_server.stop()                      # the server goes away between two sends ...
-        smtp_server.start()                     # ... and comes back on the same port
-        session.send(email(2), SENDER, [customer], "<sa-2@example.com>")
-        smtp_server.stop()
+def test_a_dropped_connection_is_reopened_once(smtp_sink: SmtpRelay) -> None:
+    with transport(smtp_sink).session() as session:
+        session.send(email(1), SENDER, [CUSTOMER], "<sa-1@example.com>")
+        smtp_sink.stop()                        # the server goes away between two sends ...
+        smtp_sink.start()                       # ... and comes back on the same port
+        session.send(email(2), SENDER, [CUSTOMER], "<sa-2@example.com>")
+        smtp_sink.stop()
         with pytest.raises(TemporaryFailure, match="connection to .* (lost|refused)"):
-            session.send(email(3), SENDER, [customer], "<sa-3@example.com>")
-    assert len(smtp_server.received) == 2 and smtp_server.connections == 2
+            session.send(email(3), SENDER, [CUSTOMER], "<sa-3@example.com>")
+    assert len(smtp_sink.received) == 2 and smtp_sink.connections == 2
 
 
 @pytest.fixture

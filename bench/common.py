@@ -353,6 +353,7 @@ class Finished:
     maxrss_kb: int             # ru_maxrss of the child (kB on Linux)
     peak_kb: int = 0           # VmHWM seen while polling /proc, when polled
     stderr: str = ""           # the tail of its stderr when it failed
+    cpu: float = 0.0           # user + system CPU seconds of the child (and its waited-for children), wait4()
 
 
 def run_child(bench: Bench, cmd: Sequence[str], *, cwd: Path, env: dict[str, str],
@@ -379,7 +380,7 @@ def run_child(bench: Bench, cmd: Sequence[str], *, cwd: Path, env: dict[str, str
     stderr = err_path.read_text(errors="replace")[-3000:] if proc.returncode else ""
     if proc.returncode != 0 and check:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{stderr}")
-    return Finished(seconds, proc.returncode, usage.ru_maxrss, peak, stderr)
+    return Finished(seconds, proc.returncode, usage.ru_maxrss, peak, stderr, usage.ru_utime + usage.ru_stime)
 
 
 def vm_kb(pid: int, key: str) -> int:

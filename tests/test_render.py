@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import re
 from dataclasses import dataclass, field, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from email.utils import parsedate_to_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from daemon.mail.render import KINDS, LANGUAGES, Email, Renderer
 
@@ -508,3 +511,162 @@ def test_templates_are_compiled_once_and_shared(renderer: Renderer) -> None:
     assert env.get_template("en/review.txt.j2") is text_template
     assert env.get_template("en/review.html.j2") is html_template
     assert parse(second)["Message-ID"] == "<second@x.example>"
+
+
+# --- the message as the stdlib's EmailMessage wrote it, without its header parsing ----------------
+#
+# compose() writes the header fields and the two parts itself (issue 16: re-parsing headers we built
+# was most of an email's cost). The reference below is the EmailMessage code it replaced; with the
+# same random state (the MIME boundary) both must give the same bytes, for any values.
+
+
+def stdlib_compose(renderer: Renderer, kind: str, lang: str, ctx: dict[str, Any], *, to: list[str],
+                   message_id: str, date: dt.datetime, in_reply_to: str | None = None,
+                   references: tuple[str, ...] | list[str] = (), token: str | None = None,
+                   actions: tuple[str, ...] = (), auto_submitted: str = "auto-replied") -> bytes:
+    from email.header import Header
+
+    from daemon.mail.render import _folded_ids, _thread_ids, _trimmed, bare_address
+
+    recipients = [bare_address(a) for a in to]
+    subject, text, html = renderer._render(kind, lang, ctx, token, actions)
+    parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
+    thread = _trimmed(_thread_ids([*references, *parent]))
+    base = policy.SMTP if all(a.isascii() for a in recipients) else policy.SMTPUTF8
+    msg = EmailMessage(policy=base.clone(refold_source="none"))
+    msg["From"] = renderer._from
+    msg["To"] = ", ".join(recipients)
+    charset = "us-ascii" if subject.isascii() and "=?" not in subject else "utf-8"
+    msg.set_raw("Subject", Header(subject, charset, maxlinelen=78, header_name="Subject").encode(linesep="\r\n"))
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = f"<{message_id}>"
+    if parent:
+        msg.set_raw("In-Reply-To", _folded_ids("In-Reply-To", parent))
+    if thread:
+        msg.set_raw("References", _folded_ids("References", thread))
+    msg["Reply-To"] = renderer.reply_address(token)
+    msg["Auto-Submitted"] = auto_submitted
+    msg["X-Auto-Response-Suppress"] = "All"
+    msg.set_content(text, subtype="plain", charset="utf-8")
+    msg.add_alternative(html, subtype="html", charset="utf-8")
+    msg["Content-Language"] = lang
+    return msg.as_bytes()
+
+
+def both(renderer: Renderer, kind: str, lang: str, ctx: dict[str, Any], seed: int = 7,
+         **kwargs: Any) -> tuple[bytes, bytes]:
+    args: dict[str, Any] = {"to": ["sales@partner.example"], "message_id": "sa.1.review@smartacct.example.com",
+                            "date": SENT_AT, "in_reply_to": "CAFx1@mail.partner.example",
+                            "references": ["root@mail.partner.example"], "token": TOKEN,
+                            "actions": ("CONFIRM", "CANCEL")}
+    args.update(kwargs)
+    random.seed(seed)
+    ours = renderer.compose(kind, lang, ctx, **args).raw
+    random.seed(seed)
+    return ours, stdlib_compose(renderer, kind, lang, ctx, **args)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_byte_for_byte_what_email_message_wrote(renderer: Renderer, kind: str, lang: str) -> None:
+    for token in (TOKEN, None):
+        ours, reference = both(renderer, kind, lang, context(kind, lang, renderer), token=token)
+        assert ours == reference
+
+
+FROMS = [FROM, "smart-accounts@example.com", '"Smart, Accounts" <sa@example.com>',
+         "Smärt Äccounts <sa@example.com>", "Smart Accounts <sa@bücher.example>",
+         "A Very Long Display Name For The Smart Accounts Team Of Example <smart-accounts@example.com>"]
+_RENDERERS: dict[str, Renderer] = {}
+
+_LOCAL = st.text(alphabet="abcXYZ09.!#$%&'*+/=?^_`{|}~-éß", min_size=1, max_size=70)
+_DOMAIN = st.sampled_from(["x.example", "bücher.example", "a-b.c.example", "EXAMPLE.COM", "x" * 60 + ".example"])
+_VALUE = st.one_of(st.text(max_size=300), st.text(alphabet=" \t=-.aé€\r\n", max_size=300),
+                   st.text(alphabet=st.characters(max_codepoint=0x7f), max_size=200))
+_OFFSET = st.integers(min_value=-14 * 3600, max_value=14 * 3600).map(lambda s: dt.timezone(dt.timedelta(seconds=s)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(KINDS), lang=st.sampled_from(LANGUAGES), sender=st.sampled_from(FROMS),
+       name=_VALUE, note=_VALUE, users=_VALUE, local=_LOCAL, domain=_DOMAIN,
+       when=st.datetimes(min_value=dt.datetime(1990, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=_OFFSET),
+       ids=st.lists(st.text(alphabet="abc.-_@<> \r\nx" + "y" * 5, max_size=120), max_size=25),
+       token=st.sampled_from([TOKEN, None]), seed=st.integers(0, 2**32))
+def test_any_values_give_the_bytes_email_message_wrote(kind: str, lang: str, sender: str, name: str, note: str,
+                                                       users: str, local: str, domain: str, when: dt.datetime,
+                                                       ids: list[str], token: str | None, seed: int) -> None:
+    renderer = _RENDERERS.setdefault(sender, Renderer(sender))
+    request = RequestView(language=lang, account_name=name, note_to_customer=note, note_to_users=note[::-1],
+                          user_emails=users.split())
+    ctx = context(kind, lang, renderer, request)
+    kwargs = {"to": [f"{local}@{domain}"], "date": when, "in_reply_to": ids[0] if ids else None,
+              "references": ids[1:], "token": token, "actions": ("ACCEPT", "DECLINE") if token else ()}
+    try:
+        ours, reference = both(renderer, kind, lang, ctx, seed, **kwargs)
+    except ValueError:      # a recipient bare_address refuses: refused alike, before any header is written
+        with pytest.raises(ValueError):
+            stdlib_compose(renderer, kind, lang, ctx, message_id="m@x.example", **kwargs)
+        return
+    assert ours == reference
+    assert max(len(line) for line in ours.split(b"\r\n")) <= 998
+    msg = message_from_bytes(ours, policy=policy.default)
+    assert msg["Bcc"] is None and len(msg["To"].addresses) == 1
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(st.text(max_size=2000), st.text(alphabet=" \t=\r\n\x0b\x0c\x85\u2028aé€\U0001f600", max_size=600),
+                      st.lists(st.text(alphabet="ab =\t", min_size=70, max_size=90), max_size=15).map("\n".join)))
+def test_bodies_are_encoded_as_set_content_encodes_them(text: str) -> None:
+    from daemon.mail.render import _encoded_body
+
+    part = EmailMessage(policy=policy.SMTP)
+    part.set_content(text, subtype="plain", charset="utf-8")
+    head, _, body = part.as_bytes().partition(b"\r\n\r\n")
+    cte, ours = _encoded_body(text)
+    assert f"Content-Transfer-Encoding: {cte}".encode() in head
+    assert ours == body
+
+
+def test_a_boundary_already_in_the_text_is_never_used(renderer: Renderer) -> None:
+    from daemon.mail.render import _boundary
+
+    random.seed(3)
+    taken = _boundary(b"")
+    random.seed(3)
+    assert _boundary(f"x\r\n--{taken}\r\n--{taken}.0--\r\ny".encode()) == f"{taken}.1"
+    # A part sent as it is (7bit: short ASCII lines) holding the very boundary about to be drawn.
+    from daemon.mail.render import _alternative
+
+    random.seed(5)
+    taken = _boundary(b"")
+    text = "".join(f"--{taken}{suffix}\n" for suffix in ("", "--", ".0"))
+    random.seed(5)
+    raw = _alternative(b"Subject: x\r\n", text, "<p>hi</p>\n", "en")
+    assert f'boundary="{taken}.1"'.encode() in raw
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert [p.get_content().replace("\r\n", "\n") for p in msg.iter_parts()] == [text, "<p>hi</p>\n"]
+
+
+def test_a_long_own_message_id_stays_on_one_line_or_is_refused(renderer: Renderer) -> None:
+    own = "a" * 900 + "@smartacct.example.com"
+    email = compose(renderer, "review", "en", context("review", "en", renderer), message_id=own)
+    assert f"\r\nMessage-ID: <{own}>\r\n".encode() in email.raw
+    assert parse(email)["Message-ID"] == f"<{own}>"
+    with pytest.raises(ValueError):
+        compose(renderer, "review", "en", context("review", "en", renderer), message_id="a" * 990 + "@x.example")
+
+
+def test_crlf_cannot_reach_a_header_the_fast_path_writes(renderer: Renderer) -> None:
+    """Every value written without the stdlib's header classes is checked before: CR/LF in any of them
+    is refused or turned into a space, never written (DESIGN §3)."""
+    request = RequestView(account_name="Acme\r\nBcc: evil@x.com")
+    for kwargs in ({"to": ["a@x.example\r\nBcc: evil@x.com"]}, {"message_id": "m@x.example\r\nBcc: evil@x.com"},
+                   {"token": "abc\r\nBcc: evil@x.com"}, {"auto_submitted": "auto-replied\r\nBcc: evil@x.com"}):
+        with pytest.raises(ValueError):
+            compose(renderer, "review", "en", context("review", "en", renderer, request), **kwargs)
+    email = compose(renderer, "review", "en", context("review", "en", renderer, request))
+    head = header_block(email.raw)
+    assert not re.search(r"^Bcc:", head, re.MULTILINE | re.IGNORECASE)
+    assert re.fullmatch(r"(?:[!-9;-~]+: [^\r\n]*|[ \t][^\r\n]*)(?:\r\n(?:[!-9;-~]+: [^\r\n]*|[ \t][^\r\n]*))*", head)
+    with pytest.raises(ValueError):
+        Renderer("Smart\r\nBcc: evil@x.com <sa@example.com>")

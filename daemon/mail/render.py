@@ -3,20 +3,27 @@
 One Jinja2 Environment per Renderer: templates are compiled once, on first use,
 and cached (STYLE §4.6). Values are data, never templates. Anything that reaches
 a header is forced onto one line first, so no form value can add a header.
+
+The message is written out here, not built as an EmailMessage: the bytes are those the
+stdlib's EmailMessage wrote (tests/test_render.py compares), without parsing every header
+we set into a token tree only to print it again, which was most of an email's cost
+(issue 16). Header values that are not plain ASCII still go through the stdlib's folder.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import importlib.resources
+import random
 import re
+import sys
 import unicodedata
 import urllib.parse
 from dataclasses import dataclass
 from email import headerregistry, policy
 from email.header import Header
 from email.headerregistry import Address, AddressHeader
-from email.message import EmailMessage
 from email.utils import format_datetime
 from importlib.resources.abc import Traversable
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -76,8 +83,9 @@ class _CachedHeaderRegistry(headerregistry.HeaderRegistry):
 
 
 _HEADERS = _CachedHeaderRegistry()
-# refold_source="none": headers we set raw (Subject, In-Reply-To, References) are folded by us;
-# the stdlib would fold a Message-ID longer than a line as RFC 2047 encoded words, breaking it.
+# The policies the message is written under: SMTP (CRLF, 78 columns, 8-bit bodies allowed), with
+# UTF-8 headers when a recipient's address needs them. Only headers that are not plain ASCII
+# (see _header) go through their header classes.
 _SMTP = policy.SMTP.clone(header_factory=_HEADERS, refold_source="none")
 _SMTPUTF8 = policy.SMTPUTF8.clone(header_factory=_HEADERS, refold_source="none")
 _BARE_ADDRESS = re.compile(r'[^\s<>(),;:@"\[\]\\]+@[^\s<>(),;:@"\[\]\\]+')
@@ -87,6 +95,16 @@ _MAX_REFERENCES = 20                                       # RFC 5322 §3.6.4 al
 _MAX_MESSAGE_ID = 980             # an id with "In-Reply-To: <>" fits one 998-character line (RFC 5322 §2.1.1)
 _FOLD_AT = 78                     # RFC 5322 §2.1.1's recommended line length
 _MAX_SUBJECT = 200
+_MAX_LINE = 78                    # policy.SMTP.max_line_length: body lines, QP and base64 lines
+# What the stdlib's folder writes back unchanged when the whole line fits in _FOLD_AT columns
+# (tests/test_render.py compares): addr-specs of dot-atoms with an LDH domain, and the Date.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESSES = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+                              rf"(?:, {_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)*")
+_PLAIN_DATE = re.compile(r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-3][0-9] "
+                         r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
+                         r"[0-2][0-9]:[0-5][0-9]:[0-6][0-9] [+-][0-9]{4}")
+_PLAIN_SUBJECT = re.compile(r"[!-~]+(?: [!-~]+)*")      # printable ASCII words, single spaces
 
 
 @dataclass(frozen=True)
@@ -108,12 +126,12 @@ class Email:
     raw: bytes              # the finished message, CRLF line ends, ready for SMTP
 
 
+_BREAKING = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")   # Unicode categories Cc, Zl and Zp, exactly
+
+
 def one_line(value: str) -> str:
     """Control and line-break characters become spaces, runs collapse: a value can never start a header."""
-    cleaned = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in value
-    )
-    return " ".join(cleaned.split())
+    return " ".join(_BREAKING.sub(" ", value).split())
 
 
 def bare_address(value: str) -> str:
@@ -136,6 +154,8 @@ def _folded_subject(subject: str) -> str:
     "Subject:", so the subject a client decodes gains spaces. email.header folds
     cleanly; a literal "=?" is encoded too, so no text can pose as an encoded word.
     """
+    if "=?" not in subject and len("Subject: ") + len(subject) <= _FOLD_AT and _PLAIN_SUBJECT.fullmatch(subject):
+        return subject     # what Header gives a short plain line, without its formatter
     charset = "us-ascii" if subject.isascii() and "=?" not in subject else "utf-8"
     return Header(subject, charset, maxlinelen=78, header_name="Subject").encode(linesep="\r\n")
 
@@ -145,6 +165,8 @@ def _own_message_id(value: str) -> str:
     value = value.strip().removeprefix("<").removesuffix(">")
     if not _MESSAGE_ID.fullmatch(value):
         raise ValueError("message_id must be a single id-left@id-right without brackets")
+    if len(value) > _MAX_MESSAGE_ID:
+        raise ValueError("message_id is too long for one header line")
     return value
 
 
@@ -180,6 +202,135 @@ def _trimmed(ids: list[str]) -> list[str]:
     if len(ids) <= _MAX_REFERENCES:
         return ids
     return ids[:1] + ids[-(_MAX_REFERENCES - 1):]
+
+
+def _header(name: str, value: str, pol: policy.EmailPolicy[Any], plain: re.Pattern[str]) -> str:
+    """One header field as `msg[name] = value` and the generator would write it under `pol`.
+
+    A value matching `plain` that fits on one line is written as it is: that is what the
+    stdlib's folder makes of it too, and parsing our own value into a token tree only to
+    print it again was most of the cost of an email (issue 16). Anything else (non-ASCII
+    addresses, long lists) goes through the stdlib's header class, which also refuses CR/LF.
+    """
+    if len(name) + 2 + len(value) <= _FOLD_AT and plain.fullmatch(value):
+        return f"{name}: {value}\r\n"
+    return pol.fold(*pol.header_store_parse(name, value))
+
+
+_QP_SAFE = bytes(range(0x20, 0x7F)) + b"\t\n"     # what quoprimime's body map keeps, "=" aside
+_QP_MARK = bytes(c if c in _QP_SAFE else 0 for c in range(256))   # every other byte becomes NUL
+_QP_CODES = {bytes([c]): b"=%02X" % c for c in range(256)}
+_QP_EOL = b"\n"
+
+
+def _qp_escaped(data: bytes) -> bytes:
+    """quoprimime's body map applied to bytes in C: "=" replaced, other runs found with find() and
+    written with bytes.hex (a regex or str.translate costs ~10 ns a byte; most bytes are safe)."""
+    data = data.replace(b"=", b"=3D")
+    if not data.translate(None, _QP_SAFE):
+        return data
+    marked = data.translate(_QP_MARK)
+    out: list[bytes] = []
+    start, pos, size = 0, marked.find(0), len(marked)
+    while pos >= 0:
+        end = pos + 1
+        while end < size and marked[end] == 0:
+            end += 1
+        out.append(data[start:pos])
+        out.append(b"=" + data[pos:end].hex("=").upper().encode("ascii"))
+        start = end
+        pos = marked.find(0, end)
+    out.append(data[start:])
+    return b"".join(out)
+
+
+def _qp_lines(data: bytes) -> tuple[list[bytes], list[int]]:
+    """email.quoprimime.body_encode(data.decode("latin-1"), 78), line by line and in bytes: the
+    escaping is done in C (_qp_escaped) instead of a per-character translate. Returns the encoded
+    pieces (joined with LF, plus a final LF) and, per input line, how many pieces it ended on."""
+    escaped = _qp_escaped(data)
+    out: list[bytes] = []
+    ends: list[int] = []
+    soft = b"=" + _QP_EOL
+    limit = _MAX_LINE - 1
+    for line in escaped[:-1].split(b"\n"):            # data ends with LF (normal_body)
+        if len(line) <= _MAX_LINE and line[-1:] not in (b" ", b"\t"):
+            out.append(line)                            # the usual line: nothing to split or quote
+            ends.append(len(out))
+            continue
+        start = 0
+        laststart = len(line) - 1 - _MAX_LINE
+        while start <= laststart:                       # the stdlib's splitting, step for step
+            stop = start + limit
+            if line[stop - 2] == 0x3D:                  # "=": never split an escape
+                out.append(line[start:stop - 1])
+                start = stop - 2
+            elif line[stop - 1] == 0x3D:
+                out.append(line[start:stop])
+                start = stop - 1
+            else:
+                out.append(line[start:stop] + b"=")
+                start = stop
+        if line and line[-1] in (0x20, 0x09):           # whitespace at the end of a line is quoted
+            room = start - laststart
+            last = line[-1:]
+            if room >= 3:
+                out.append(line[start:-1] + _QP_CODES[last])
+            elif room == 2:
+                out.append(line[start:-1] + last + soft)
+            else:
+                out.append(line[start:-1] + soft + _QP_CODES[last])
+        else:
+            out.append(line[start:])
+        ends.append(len(out))
+    return out, ends
+
+
+def _encoded_body(text: str) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, body with CRLF line ends): the choice and the bytes of
+    EmailMessage.set_content(text, charset="utf-8") written under policy.SMTP. 7bit or 8bit
+    when every line fits in 78 octets; else quoted-printable or base64, whichever is shorter
+    over the first ten lines (email.contentmanager's heuristic)."""
+    lines = text.encode("utf-8").splitlines()
+    if max(map(len, lines), default=0) <= _MAX_LINE:
+        body = b"\r\n".join(lines) + b"\r\n"
+        return ("7bit" if body.isascii() else "8bit"), body
+    pieces, ends = _qp_lines(b"\n".join(lines) + b"\n")
+    first = lines[:10]
+    sniff_end = ends[len(first) - 1]                 # the sniff: QP and base64 of the first ten lines
+    sniff_qp = sum(map(len, pieces[:sniff_end])) + sniff_end
+    sniff_raw = sum(map(len, first)) + 2 * len(first)
+    if sniff_qp > 4 * -(-sniff_raw // 3) + 1:
+        return "base64", base64.encodebytes(b"\r\n".join(lines) + b"\r\n").replace(b"\n", b"\r\n")
+    return "quoted-printable", (_QP_EOL.join(pieces) + _QP_EOL).replace(b"\n", b"\r\n")
+
+
+def _boundary(body: bytes) -> str:
+    """A boundary as email.generator makes one (random, 19 digits), never found in the parts it
+    separates. The generator's own check looks for it on a line ending in LF alone, so in CRLF
+    parts it never finds it; any occurrence counts here."""
+    boundary = candidate = "=" * 15 + f"{random.randrange(sys.maxsize):019d}" + "=="
+    counter = 0
+    while b"--" + candidate.encode("ascii") in body:
+        candidate = f"{boundary}.{counter}"
+        counter += 1
+    return candidate
+
+
+def _alternative(head: bytes, text: str, html: str, lang: str) -> bytes:
+    """`head` and a multipart/alternative body of `text` and `html`, byte for byte what
+    EmailMessage.set_content + add_alternative + as_bytes (policy.SMTP) wrote: the same part
+    headers (the HTML part repeats MIME-Version, as add_alternative left it) and encodings."""
+    parts = []
+    for subtype, content, extra in (("plain", text, b""), ("html", html, b"MIME-Version: 1.0\r\n")):
+        cte, body = _encoded_body(content)
+        parts.append(b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: %s\r\n%s\r\n%s'
+                     % (subtype.encode(), cte.encode(), extra, body))
+    boundary = _boundary(b"\r\n".join(parts)).encode("ascii")
+    return b"".join((
+        head, b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="', boundary,
+        b'"\r\nContent-Language: ', lang.encode("ascii"), b"\r\n\r\n--", boundary, b"\r\n", parts[0],
+        b"\r\n--", boundary, b"\r\n", parts[1], b"\r\n--", boundary, b"--\r\n"))
 
 
 def _check_lang(lang: str) -> None:
@@ -234,6 +385,9 @@ class Renderer:
             display_name=parsed.display_name,
             addr_spec=bare_address(parsed.addr_spec),
         )
+        # The From field never changes: folded once per policy, as the stdlib writes it.
+        self._from_field = {pol.utf8: pol.fold(*pol.header_store_parse("From", self._from))
+                            for pol in (_SMTP, _SMTPUTF8)}
         self._env = jinja2.Environment(
             loader=_PackageResourceLoader("templates"),
             undefined=jinja2.StrictUndefined,
@@ -312,25 +466,23 @@ class Renderer:
         parent = _thread_ids([in_reply_to] if in_reply_to else [])[:1]
         thread = _trimmed(_thread_ids([*references, *parent]))
 
-        msg = EmailMessage(
-            policy=_SMTP if all(a.isascii() for a in recipients) else _SMTPUTF8
-        )
-        msg["From"] = self._from
-        msg["To"] = ", ".join(recipients)
-        msg.set_raw("Subject", _folded_subject(subject))   # one_line() already ran on it
-        msg["Date"] = format_datetime(date)
-        msg["Message-ID"] = f"<{own_id}>"
+        pol = _SMTP if all(a.isascii() for a in recipients) else _SMTPUTF8
+        fields = [
+            self._from_field[pol.utf8],
+            _header("To", ", ".join(recipients), pol, _PLAIN_ADDRESSES),
+            f"Subject: {_folded_subject(subject)}\r\n",     # one_line() already ran on it
+            _header("Date", format_datetime(date), pol, _PLAIN_DATE),
+            f"Message-ID: <{own_id}>\r\n",
+        ]
         if parent:
-            msg.set_raw("In-Reply-To", _folded_ids("In-Reply-To", parent))
+            fields.append(f"In-Reply-To: {_folded_ids('In-Reply-To', parent)}\r\n")
         if thread:
-            msg.set_raw("References", _folded_ids("References", thread))
-        msg["Reply-To"] = self.reply_address(token)
-        msg["Auto-Submitted"] = auto_submitted
-        msg["X-Auto-Response-Suppress"] = "All"     # keeps Exchange from answering us
-        msg.set_content(text, subtype="plain", charset="utf-8")
-        msg.add_alternative(html, subtype="html", charset="utf-8")
-        msg["Content-Language"] = lang      # after the body: add_alternative moves Content-* into the part
-        return Email(to=recipients, subject=subject, message_id=own_id, raw=msg.as_bytes())
+            fields.append(f"References: {_folded_ids('References', thread)}\r\n")
+        fields.append(_header("Reply-To", self.reply_address(token), pol, _PLAIN_ADDRESSES))
+        fields.append(f"Auto-Submitted: {auto_submitted}\r\n")
+        fields.append("X-Auto-Response-Suppress: All\r\n")     # keeps Exchange from answering us
+        head = "".join(fields).encode("utf-8" if pol.utf8 else "ascii")
+        return Email(to=recipients, subject=subject, message_id=own_id, raw=_alternative(head, text, html, lang))
 
     def one_click(self, token: str, ref: str | None, actions: Sequence[str], lang: str) -> list[OneClick]:
         """A prepared reply per keyword (DESIGN §3): mailto: the token's reply address, the keyword as

@@ -214,7 +214,8 @@ def _header(name: str, value: str, pol: policy.EmailPolicy[Any], plain: re.Patte
     """
     if len(name) + 2 + len(value) <= _FOLD_AT and plain.fullmatch(value):
         return f"{name}: {value}\r\n"
-    return pol.fold(*pol.header_store_parse(name, value))
+    folded: str = pol.fold(*pol.header_store_parse(name, value))   # typeshed leaves EmailPolicy.fold unannotated
+    return folded
 
 
 _QP_SAFE = bytes(range(0x20, 0x7F)) + b"\t\n"     # what quoprimime's body map keeps, "=" aside
@@ -378,7 +379,8 @@ class Renderer:
         if any(unicodedata.category(ch) == "Cc" for ch in from_address):
             raise ValueError("from_address contains control characters")
         header = policy.default.header_factory("from", from_address)
-        if not isinstance(header, AddressHeader) or header.defects or len(header.addresses) != 1:
+        # Every header the registry makes has defects (BaseHeader); an address header, addresses too.
+        if header.defects or not isinstance(header, AddressHeader) or len(header.addresses) != 1:
             raise ValueError("from_address must be exactly one address")
         parsed = header.addresses[0]
         self._from = Address(

@@ -29,6 +29,8 @@ T = TypeVar("T")
 
 # imaplib's abort (IMAPClientAbortError) and socket/TLS errors (OSError) mean the connection is gone.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (IMAPClientAbortError, OSError, EOFError)
+# Everything a command can raise: the connection gone, or the server's NO/BAD.
+IMAP_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, IMAPClientError)
 
 
 class Connection:
@@ -147,7 +149,7 @@ class Connection:
         if client is not None:
             try:
                 client.logout()
-            except (*CONNECTION_ERRORS, IMAPClientError):
+            except IMAP_ERRORS:
                 pass                          # closing anyway
 
     def _starttls(self, client: IMAPClient, context: ssl.SSLContext) -> None:
@@ -205,7 +207,7 @@ def logout(client: IMAPClient) -> None:
     """LOGOUT, or just close the socket when the server is gone: never raises."""
     try:
         client.logout()
-    except (*CONNECTION_ERRORS, IMAPClientError):
+    except IMAP_ERRORS:
         try:
             client.shutdown()
         except OSError:

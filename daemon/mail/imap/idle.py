@@ -13,10 +13,8 @@ import threading
 import time
 from typing import Any, Sequence
 
-from imapclient.exceptions import IMAPClientError
-
 from daemon.errors import MailboxError
-from daemon.mail.imap.connection import CONNECTION_ERRORS, Connection
+from daemon.mail.imap.connection import IMAP_ERRORS, Connection
 from daemon.mail.imap.cursor import UidCursor
 
 IDLE_RENEW = 300.0        # re-issue IDLE (with a NOOP) every 5 min
@@ -91,7 +89,7 @@ class Waiter:
                 client.idle_done()
             conn.answered()
             return news
-        except (*CONNECTION_ERRORS, IMAPClientError) as exc:
+        except IMAP_ERRORS as exc:
             conn.lost(exc)
             return False
 

@@ -13,6 +13,8 @@ from typing import Iterator
 
 import peewee
 
+from models.base import execute_sql
+
 
 def is_postgres(db: peewee.Database) -> bool:
     return isinstance(db, peewee.PostgresqlDatabase)
@@ -26,26 +28,22 @@ def lock_key(name: str) -> int:
 @contextlib.contextmanager
 def exclusive(db: peewee.Database, name: str) -> Iterator[bool]:
     """True when this instance holds `name` for the duration; False when another one does."""
-    if not is_postgres(db):
-        yield True
-        return
-    key = lock_key(name)
-    got = bool(db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+    got = try_lock(db, name)
     try:
         yield got
     finally:
         if got:
-            db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
-
+            unlock(db, name)
 
 
 def try_lock(db: peewee.Database, name: str) -> bool:
     """Take `name` without waiting and keep it until unlock(); True on SQLite."""
     if not is_postgres(db):
         return True
-    return bool(db.execute_sql("SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()[0])
+    row = execute_sql(db, "SELECT pg_try_advisory_lock(%s)", (lock_key(name),)).fetchone()
+    return bool(row and row[0])
 
 
 def unlock(db: peewee.Database, name: str) -> None:
     if is_postgres(db):
-        db.execute_sql("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+        execute_sql(db, "SELECT pg_advisory_unlock(%s)", (lock_key(name),))

@@ -11,6 +11,7 @@ from typing import Callable
 
 import peewee
 
+from models.base import execute_sql
 from models.outbox import message_id_hash, redacted
 
 _DIALECT = {
@@ -154,11 +155,11 @@ LATEST = STEPS[-1][0]
 def _hash_and_redact(db: peewee.Database) -> None:
     """Step 5 for rows written before it: ids replaced by their hash, the bodies of sent emails redacted."""
     param = db.param
-    rows = db.execute_sql("SELECT id, message_id_hash, body, state FROM outbox").fetchall()
+    rows = execute_sql(db, "SELECT id, message_id_hash, body, state FROM outbox").fetchall()
     for row_id, message_id, body, state in rows:
         changed = redacted(bytes(body)) if state == "sent" else bytes(body)
-        db.execute_sql(f"UPDATE outbox SET message_id_hash = {param}, body = {param} WHERE id = {param}",
-                       (message_id_hash(message_id), changed, row_id))
+        execute_sql(db, f"UPDATE outbox SET message_id_hash = {param}, body = {param} WHERE id = {param}",
+                    (message_id_hash(message_id), changed, row_id))
 
 
 def dialect_of(db: peewee.Database) -> str:
@@ -170,12 +171,12 @@ def migrate(db: peewee.Database) -> list[int]:
     words = _DIALECT[dialect_of(db)]
     if dialect_of(db) == "postgres":
         # Two instances starting together: one migrates, the other waits here.
-        db.execute_sql("SELECT pg_advisory_lock(7450001)")
+        execute_sql(db, "SELECT pg_advisory_lock(7450001)")
     try:
         with db.atomic():
-            db.execute_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
-                           f"name TEXT NOT NULL, applied_at {words['ts']} NOT NULL)")
-        applied = {row[0] for row in db.execute_sql("SELECT version FROM schema_version").fetchall()}
+            execute_sql(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
+                        f"name TEXT NOT NULL, applied_at {words['ts']} NOT NULL)")
+        applied = {row[0] for row in execute_sql(db, "SELECT version FROM schema_version").fetchall()}
         done = []
         for version, name, statements in STEPS:
             if version in applied:
@@ -185,8 +186,9 @@ def migrate(db: peewee.Database) -> list[int]:
                     if callable(step):
                         step(db)
                     else:
-                        db.execute_sql(step.format(**words))
-                db.execute_sql(
+                        execute_sql(db, step.format(**words))
+                execute_sql(
+                    db,
                     "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)" % (db.param, db.param, db.param),
                     (version, name, dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)),
                 )
@@ -194,4 +196,4 @@ def migrate(db: peewee.Database) -> list[int]:
         return done
     finally:
         if dialect_of(db) == "postgres":
-            db.execute_sql("SELECT pg_advisory_unlock(7450001)")
+            execute_sql(db, "SELECT pg_advisory_unlock(7450001)")

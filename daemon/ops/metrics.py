@@ -32,6 +32,7 @@ from daemon.config import Config, parse_listen
 from daemon.errors import MetricsError
 from daemon.ops.counters import Metrics as Metrics   # engine services type their counters by this name
 from models.attempt import Attempt
+from models.base import execute_sql
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request
@@ -76,7 +77,7 @@ def health(app: Observed) -> str | None:
     if quiet > limit:
         return f"loop stalled: no heartbeat for {quiet:.0f}s (limit {limit:.0f}s)"
     try:
-        app.db.execute_sql("SELECT version FROM schema_version LIMIT 1").fetchall()  # type: ignore[no-untyped-call]
+        execute_sql(app.db, "SELECT version FROM schema_version LIMIT 1").fetchall()
     except peewee.PeeweeException as exc:
         return f"database unreachable: {_one_line(exc)}"
     mailbox = app.mailbox_if_open

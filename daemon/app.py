@@ -98,7 +98,7 @@ class App:
     @cached_property
     def loop(self) -> Loop:
         return Loop(self.mailbox, self.attempts, self.checks, self.outbox, self.db, self.clock, self.notifier,
-                    self.alive, self.stop, self.config.workflow.check_interval.total_seconds(),
+                    self.alive, self.stop, int(self.config.workflow.check_interval.total_seconds()),
                     self.config.mailbox.poll_interval.total_seconds(), self.renderer.precompile)
 
     def close(self) -> None:

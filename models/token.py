@@ -17,6 +17,7 @@ TOKEN_BYTES = 16  # 128 random bits
 
 
 class ReplyToken(BaseModel):
+    id = peewee.AutoField()      # peewee's implicit key, declared so type checkers see it
     request = peewee.ForeignKeyField(Request, backref="tokens", on_delete="CASCADE")
     token_hash = SafeCharField(max_length=64, unique=True)
     message_id_hash = SafeCharField(max_length=64, null=True, unique=True)   # the email that carried it

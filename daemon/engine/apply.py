@@ -96,9 +96,11 @@ class Applier:
 
     def _request(self, decision: Decision) -> Request | None:
         if decision.create is None:
-            return decision.request  # type: ignore[return-value]   # the facts loaded a Request
+            req = decision.request
+            assert req is None or isinstance(req, Request), "the facts load Request rows"
+            return req
         try:
-            return Request.create(**decision.create)   # type: ignore[no-any-return]
+            return Request.create(**decision.create)
         except peewee.IntegrityError as exc:   # request_open_domain: another instance took the domain just now
             raise ConcurrentChange(f"a request for {decision.create.get('account_domain')} was created meanwhile") \
                 from exc

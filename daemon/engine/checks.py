@@ -88,7 +88,7 @@ class Checks:
 def retry_delay(failures: int, interval: dt.timedelta) -> dt.timedelta:
     """The wait before retrying a request whose check failed `failures` times in a row:
     the next pass, then doubling, capped so it is never skipped for long."""
-    return min(RETRY_CAP, interval * 2 ** min(max(failures - 1, 0), 20))
+    return min(RETRY_CAP, interval * (1 << min(max(failures - 1, 0), 20)))
 
 
 def _postpone(store: Store, req: Request, seen: tuple[str, dt.datetime], now: dt.datetime, exc: Exception) -> None:

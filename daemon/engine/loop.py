@@ -46,7 +46,7 @@ class Loop:
     notifier: Notifier
     alive: Callable[[], None]
     stop: threading.Event
-    check_interval: float             # seconds
+    check_interval: int               # whole seconds, as every config duration is
     poll_interval: float              # seconds
     prepare: Callable[[], None]       # once at start: compile the templates
 

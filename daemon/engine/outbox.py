@@ -128,9 +128,9 @@ class Outbox:
         """When `recipient` may get the next email under the hourly cap; None: now."""
         now = self.store.clock.now()
         if recipient not in sent:
-            sent[recipient] = [t for (t,) in OutboxRow.select(OutboxRow.sent_at).where(
+            sent[recipient] = list(OutboxRow.select(OutboxRow.sent_at).where(
                 (OutboxRow.recipient == recipient) & (OutboxRow.state == OutboxState.sent.value)
-                & (OutboxRow.sent_at > now - HOUR)).tuples()]
+                & (OutboxRow.sent_at > now - HOUR)).scalars())
         return send_at(sent[recipient], now, self.max_per_hour)
 
     def next_due(self) -> dt.datetime | None:

@@ -8,7 +8,6 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
 import peewee
 
@@ -41,29 +40,29 @@ class App:
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
     instance: str = field(default_factory=lambda: instance_id())   # who holds a message (daemon.engine.attempts)
     budget: float = MESSAGE_BUDGET                                  # CPU seconds per message (daemon.engine.isolate)
-    _mailbox: Any = None
-    _transport: Any = None
+    _mailbox: Mailbox | None = None
+    _transport: Transport | None = None
 
     @property
     def mailbox(self) -> Mailbox:
         """Opened on first use, so `requests list` never touches the mail server."""
         if self._mailbox is None:
             self._mailbox = make_mailbox(self.config)
-        return self._mailbox  # type: ignore[no-any-return]
+        return self._mailbox
 
     @property
     def transport(self) -> Transport:
         if self._transport is None:
             self._transport = make_transport(self.config)
-        return self._transport  # type: ignore[no-any-return]
+        return self._transport
 
     @property
-    def mailbox_if_open(self) -> Any:
+    def mailbox_if_open(self) -> Mailbox | None:
         """The mailbox if made already, else None: /healthz and /metrics look, never connect."""
         return self._mailbox
 
     @property
-    def transport_if_open(self) -> Any:
+    def transport_if_open(self) -> Transport | None:
         return self._transport
 
     def alive(self) -> None:

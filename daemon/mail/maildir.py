@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from daemon.errors import MailboxError, SessionFailure, os_reason
 from daemon.mail.mailbox import InboxMessage
@@ -183,11 +183,11 @@ class MaildirMailbox:
         self._where.clear()
 
 
-def _read_header(fh: object) -> bytes:
+def _read_header(fh: Iterable[bytes]) -> bytes:
     """Up to the blank line that ends the header, at most 256 KiB."""
     lines = []
     total = 0
-    for line in fh:  # type: ignore[attr-defined]
+    for line in fh:
         lines.append(line)
         total += len(line)
         if line in (b"\n", b"\r\n") or total > 262_144:

@@ -30,6 +30,8 @@ from daemon import log
 from daemon.clock import Clock
 from daemon.config import Config, parse_listen
 from daemon.errors import MetricsError
+from daemon.mail.mailbox import Mailbox
+from daemon.mail.transport import Transport
 from daemon.ops.counters import Metrics as Metrics   # engine services type their counters by this name
 from models.attempt import Attempt
 from models.base import execute_sql
@@ -57,9 +59,9 @@ class Observed(Protocol):
     @property
     def metrics(self) -> Metrics: ...
     @property
-    def mailbox_if_open(self) -> Any: ...
+    def mailbox_if_open(self) -> Mailbox | None: ...
     @property
-    def transport_if_open(self) -> Any: ...
+    def transport_if_open(self) -> Transport | None: ...
 
 
 def health_limit(app: Observed) -> float:

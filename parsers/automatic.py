@@ -170,7 +170,7 @@ def auto_marks(f: MailFacts) -> tuple[str, ...]:
         marks.append("subject:auto-reply")
     if not _REPLY_PREFIX.match(f.subject) and _TRANSACTIONAL_SUBJECT.search(f.subject):
         marks.append("subject:notification")
-    return tuple(_dedupe(marks))
+    return tuple(dedupe(marks))
 
 
 def bounce_marks(f: MailFacts) -> tuple[str, ...]:
@@ -202,7 +202,7 @@ def bounce_marks(f: MailFacts) -> tuple[str, ...]:
         marks.append("from:postmaster")
     if "multipart/report" in f.part_types and (daemon_from or local == "postmaster"):
         marks.append("content-type:multipart/report")
-    return tuple(_dedupe(marks))
+    return tuple(dedupe(marks))
 
 
 def bounce_status(f: MailFacts) -> str | None:
@@ -219,7 +219,7 @@ def bounced_message_ids(f: MailFacts) -> tuple[str, ...]:
              *_ANGLE_ID.findall(f.first("original-message-id"))[:MAX_IDS],
              *_ANGLE_ID.findall(f.first("x-original-message-id"))[:MAX_IDS],
              *_legacy_ids(f.text)]
-    return tuple(_dedupe(found))[:MAX_IDS]
+    return tuple(dedupe(found))[:MAX_IDS]
 
 
 # --------------------------------------------------------------------------- DSN fields
@@ -276,7 +276,8 @@ def _is_no(value: str) -> bool:
     return value.strip().lower() in ("no", "false", "0")
 
 
-def _dedupe(values: Iterable[str]) -> list[str]:
+def dedupe(values: Iterable[str]) -> list[str]:
+    """The non-empty values, each once, in the order first seen (parsers.message uses it too)."""
     seen: dict[str, None] = {}
     for v in values:
         if v and v not in seen:

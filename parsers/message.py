@@ -23,13 +23,13 @@ import hashlib
 import logging
 import quopri
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import idna
 import mailparser
 
-from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids
+from parsers.automatic import MailFacts, auto_marks, bounce_marks, bounce_status, bounced_message_ids, dedupe
 from parsers.html_text import html_to_text
 
 __all__ = ["ParsedMessage", "ascii_domain", "html_to_text", "parse_message"]
@@ -145,7 +145,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         from_count=_address_count(hdr.all_raw("from")),
         content_hash=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
-        defects=tuple(_dedupe(defects)),
+        defects=tuple(dedupe(defects)),
         attachment_text=attachment_text,
     )
 
@@ -431,7 +431,7 @@ def _ids(value: str, loose: bool = False) -> tuple[str, ...]:
         bare = value.strip().strip("<>").strip()
         if bare and " " not in bare:
             found = [bare]
-    return tuple(_dedupe(found))[:MAX_IDS]
+    return tuple(dedupe(found))[:MAX_IDS]
 
 
 def _first(values: tuple[str, ...]) -> str | None:
@@ -507,7 +507,7 @@ def _recipients(hdr: _Headers) -> tuple[str, ...]:
     for name in ("to", "cc", "delivered-to", "x-original-to"):
         for value in hdr.all_raw(name):
             found.extend(addr for _, addr in _addresses(value) if addr)
-    return tuple(_dedupe(found))[:200]
+    return tuple(dedupe(found))[:200]
 
 
 def _return_path(value: str) -> str | None:
@@ -536,14 +536,6 @@ def _date(value: str) -> dt.datetime | None:
         return parsed.astimezone(dt.timezone.utc)
     except (OverflowError, ValueError):
         return None
-
-
-def _dedupe(values: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for v in values:
-        if v and v not in seen:
-            seen[v] = None
-    return list(seen)
 
 
 # --------------------------------------------------------------------------- MIME facts

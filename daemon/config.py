@@ -86,16 +86,25 @@ class Secret(str):
 
 
 @dataclass(frozen=True)
-class MailboxConfig:
+class ServerConfig:
+    """The keys [mailbox] and [smtp] share: the backend, the server and how to log in to it."""
+
     backend: str = "maildir"
-    path: Path = Path("var/inbox")
+    path: Path = Path("var")
     host: str = ""
-    port: int = 0                      # 0: 993 for ssl, 143 otherwise
+    port: int = 0                      # 0: the usual port for `security` (effective_port)
     security: str = "ssl"
     username: str = ""
     password_env: str = ""
     password_file: str = ""
     oauth2_token_command: str = ""
+    password: Secret | None = field(default=None, repr=False)   # resolved, not a TOML key
+
+
+@dataclass(frozen=True)
+class MailboxConfig(ServerConfig):
+    path: Path = Path("var/inbox")
+    security: str = "ssl"
     folder: str = "INBOX"
     processed_folder: str = "Processed"
     rejected_folder: str = "Rejected"
@@ -104,7 +113,6 @@ class MailboxConfig:
     poll_interval: Duration = Duration(seconds=30)
     max_message_size: Size = Size(25_000_000)
     max_attempts: int = 3
-    password: Secret | None = field(default=None, repr=False)   # resolved, not a TOML key
 
     @property
     def effective_port(self) -> int:
@@ -112,19 +120,11 @@ class MailboxConfig:
 
 
 @dataclass(frozen=True)
-class SmtpConfig:
-    backend: str = "maildir"
+class SmtpConfig(ServerConfig):
     path: Path = Path("var/outbox")
-    host: str = ""
-    port: int = 0                      # 0: 465 for ssl, 587 for starttls, 25 for none
     security: str = "starttls"
-    username: str = ""
-    password_env: str = ""
-    password_file: str = ""
-    oauth2_token_command: str = ""
     from_address: str = "Smart Accounts <smart-accounts@example.com>"
     give_up_after: Duration = Duration(days=2)
-    password: Secret | None = field(default=None, repr=False)
 
     @property
     def effective_port(self) -> int:
@@ -287,16 +287,8 @@ def _expect(value: Any, kind: type) -> None:
 
 def _resolve(cfg: Config, base: Path, environ: typing.Mapping[str, str]) -> Config:
     """Make paths absolute, resolve secrets and check what spans several keys."""
-    mailbox = dataclasses.replace(
-        cfg.mailbox,
-        path=base / cfg.mailbox.path,
-        password=_secret("mailbox", cfg.mailbox.password_env, cfg.mailbox.password_file, base, environ),
-    )
-    smtp = dataclasses.replace(
-        cfg.smtp,
-        path=base / cfg.smtp.path,
-        password=_secret("smtp", cfg.smtp.password_env, cfg.smtp.password_file, base, environ),
-    )
+    mailbox = _resolve_server(cfg.mailbox, "mailbox", base, environ)
+    smtp = _resolve_server(cfg.smtp, "smtp", base, environ)
     database = dataclasses.replace(cfg.database, url=_database_url(cfg.database.url, base))
     if mailbox.backend == "imap":
         _require(mailbox.host, "mailbox.host", "is required with backend = \"imap\"")
@@ -330,6 +322,15 @@ def _resolve(cfg: Config, base: Path, environ: typing.Mapping[str, str]) -> Conf
         cfg, mailbox=mailbox, smtp=smtp, database=database, workflow=workflow,
         logging=dataclasses.replace(cfg.logging, file=log_file),
     )
+
+
+_S = typing.TypeVar("_S", bound=ServerConfig)
+
+
+def _resolve_server(server: _S, section: str, base: Path, environ: typing.Mapping[str, str]) -> _S:
+    """The path made absolute, the password read from its variable or file."""
+    return dataclasses.replace(server, path=base / server.path,
+                               password=_secret(section, server.password_env, server.password_file, base, environ))
 
 
 def _partner_domains(values: tuple[str, ...]) -> tuple[str, ...]:

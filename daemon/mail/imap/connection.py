@@ -132,10 +132,7 @@ class Connection:
     def lost(self, exc: BaseException) -> None:
         client, self.client = self.client, None
         if client is not None:
-            try:
-                client.shutdown()
-            except OSError:
-                pass                          # already gone
+            shutdown(client)
         self._failed(exc)
 
     def unavailable(self) -> str | None:
@@ -147,10 +144,7 @@ class Connection:
     def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
-            try:
-                client.logout()
-            except IMAP_ERRORS:
-                pass                          # closing anyway
+            logout(client)
 
     def _starttls(self, client: IMAPClient, context: ssl.SSLContext) -> None:
         try:
@@ -208,7 +202,12 @@ def logout(client: IMAPClient) -> None:
     try:
         client.logout()
     except IMAP_ERRORS:
-        try:
-            client.shutdown()
-        except OSError:
-            pass                              # closing anyway
+        shutdown(client)
+
+
+def shutdown(client: IMAPClient) -> None:
+    """Close the socket without a word to the server: never raises."""
+    try:
+        client.shutdown()
+    except OSError:
+        pass                                  # already gone

@@ -18,10 +18,10 @@ class UtcDateTimeField(peewee.DateTimeField):
             if value.tzinfo is None:
                 raise ValueError("naive datetime: pass an aware UTC datetime")
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return super().db_value(value)  # type: ignore[no-untyped-call]  # peewee's own stubs leave Field.db_value untyped
+        return super().db_value(value)  # type: ignore[no-untyped-call]  # untyped in peewee's stubs
 
     def python_value(self, value: Any) -> Any:
-        value = super().python_value(value)  # type: ignore[no-untyped-call]  # peewee's own stubs leave Field.python_value untyped
+        value = super().python_value(value)  # type: ignore[no-untyped-call]  # untyped in peewee's stubs
         if isinstance(value, dt.datetime):
             return value.replace(tzinfo=UTC)
         return value
@@ -34,9 +34,9 @@ def _no_nul(value: Any) -> Any:
 
 class SafeTextField(peewee.TextField):
     def db_value(self, value: Any) -> Any:
-        return super().db_value(_no_nul(value))  # type: ignore[no-untyped-call]  # peewee's own stubs leave Field.db_value untyped
+        return super().db_value(_no_nul(value))  # type: ignore[no-untyped-call]  # untyped in peewee's stubs
 
 
 class SafeCharField(peewee.CharField):
     def db_value(self, value: Any) -> Any:
-        return super().db_value(_no_nul(value))  # type: ignore[no-untyped-call]  # peewee's own stubs leave Field.db_value untyped
+        return super().db_value(_no_nul(value))  # type: ignore[no-untyped-call]  # untyped in peewee's stubs

@@ -8,8 +8,7 @@ import peewee
 
 from models.base import BaseModel
 from models.fields import SafeCharField, SafeTextField, UtcDateTimeField
-from models.state import State
-from parsers.ref import format_ref, parse_ref  # noqa: F401  (re-exported)
+from parsers.ref import format_ref
 
 
 
@@ -49,7 +48,3 @@ class Request(BaseModel):
     @user_emails.setter
     def user_emails(self, value: list[str] | tuple[str, ...]) -> None:
         self.user_emails_json = json.dumps(list(value))
-
-    @property
-    def state_enum(self) -> State:
-        return State(self.state)

@@ -248,12 +248,13 @@ def first_line(text: str) -> str:
 
 # ----------------------------------------------------------------- tokens and refs
 
-_TOKEN_EXACT = re.compile(r"[a-z2-7]{26}")
+_TOKEN_EXACT = re.compile(rf"[a-z2-7]{{{TOKEN_LENGTH}}}")
 # The footer line our templates write (templates/*/_base.{txt,html}.j2): "Ref: SA-000042 · Code: <token>",
 # alone on its line. It comes back quoted ("> ", "> > "), converted from HTML, unquoted below
 # Outlook's header block or in a one-click answer, and with the middle dot mangled by a charset
 # ("Â·", "?"): a few characters of anything may stand between the reference and "Code:".
-_CODE_LINE = re.compile(r"^[ \t>]*(?:Ref:[ \t]*SA-\d{6,12}[^\n]{0,12}?)?Code:[ \t]*([A-Za-z2-7]{26})[ \t]*$",
+_CODE_LINE = re.compile(r"^[ \t>]*(?:Ref:[ \t]*SA-\d{6,12}[^\n]{0,12}?)?"
+                        rf"Code:[ \t]*([A-Za-z2-7]{{{TOKEN_LENGTH}}})[ \t]*$",
                         re.IGNORECASE | re.MULTILINE)
 
 

@@ -1,4 +1,8 @@
-"""The parsers and the pure core stay fully typed (STYLE §3: mypy --strict)."""
+"""All the product code stays fully typed (STYLE §3: mypy --strict).
+
+Whole folders, not a list of files, so a new module is checked without anyone adding it.
+The settings (mypy_path = stubs/ for the libraries that ship no types) are in pyproject.toml.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STRICT = ["parsers", "daemon/core", "daemon/config.py", "daemon/clock.py", "daemon/ops/cli.py"]
+PRODUCT = ["daemon", "parsers", "models"]
 
 
-def test_mypy_strict_on_the_pure_code() -> None:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--ignore-missing-imports", "--follow-imports=silent", *STRICT],
+def test_mypy_strict_over_all_product_code() -> None:
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", *PRODUCT],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from daemon import log
+from daemon import events, log
 from daemon.engine import isolate
 from daemon.engine.ingest import Ingest, idempotency_key, masked
 from daemon.engine.isolate import Isolation
@@ -80,7 +80,7 @@ class Attempts:
         db = self.store.db
         lock = "message:" + item.key
         if not try_lock(db, lock):
-            log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+            log.event(events.MESSAGE_SKIPPED, key=item.key, reason="claimed_by_another_instance")
             return None
         folder = None
         try:
@@ -108,14 +108,14 @@ class Attempts:
                 continue   # its row is gone: its effects were committed after all, the next try says where
             if failures >= self.max_attempts:
                 return self._quarantine(item, claim, failures, tried.error)
-            log.warning("message.failed", key=item.key, attempts=failures, error=tried.error)
+            log.event(events.MESSAGE_FAILED, key=item.key, attempts=failures, error=tried.error)
             self.metrics.handled(Outcome.failed.value)
             claim = replace(claim, failures=failures)
             races = 0
 
     def _attempt(self, item: InboxMessage, claim: Claim) -> Tried:
         if claim.suspect:
-            log.event("message.isolated", key=item.key, failures=claim.failures, interrupted=claim.interrupted)
+            log.event(events.MESSAGE_ISOLATED, key=item.key, failures=claim.failures, interrupted=claim.interrupted)
             child = self.isolation.run(item, claim.raw_hash)
             if child.result == "unavailable":
                 raise peewee.OperationalError(child.error)   # the database, not the message: the loop backs off
@@ -177,7 +177,7 @@ class Attempts:
                           where=IncomingMessage.handled_at.is_null())
              .execute())
             Attempt.delete().where(Attempt.raw_hash == claim.raw_hash).execute()
-        log.error("message.quarantined", key=item.key, message_id=head.message_id, sender=head.sender,
+        log.event(events.MESSAGE_QUARANTINED, key=item.key, message_id=head.message_id, sender=head.sender,
                   attempts=failures, error=error)
         self.metrics.handled(Outcome.quarantined.value)
         return Folder.quarantine

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from daemon import log
+from daemon import events, log
 from daemon.core.decide import BouncedFact, Decision, Facts, TokenFact, decide, status_ref
 from daemon.engine.apply import ConcurrentChange, Store
 from daemon.mail.mailbox import InboxMessage
@@ -71,7 +71,7 @@ class Ingest:
         seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
         if seen is not None and seen.handled_at is not None:
             Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
-            log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
+            log.event(events.MESSAGE_DUPLICATE, key=item.key, message_id=msg.message_id, folder=seen.folder)
             self.metrics.handled("duplicate")
             return Folder(seen.folder)
         wf = store.workflow
@@ -90,7 +90,7 @@ class Ingest:
                     first_seen=ledger[0].first_seen)
         applier.flush_log()
         assert decision.outcome is not None and decision.folder is not None
-        log.event("message.handled", key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
+        log.event(events.MESSAGE_HANDLED, key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
         self.metrics.handled(decision.outcome.value)
         return decision.folder
 

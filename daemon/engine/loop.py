@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import peewee
 import schedule
 
-from daemon import log
+from daemon import events, log
 from daemon.errors import MailboxError
 from models.locks import unlock
 from models.message import Folder
@@ -56,7 +56,7 @@ class Loop:
         scheduler.every(self.check_interval).seconds.do(self.checks.run)
         restore = _stop_on_signals(self.stop)
         self.prepare()
-        log.event("daemon.started", once=once, **started)
+        log.event(events.DAEMON_STARTED, once=once, **started)
         failures = 0
         ready = False
         try:
@@ -70,14 +70,14 @@ class Loop:
                     failures = 0
                 except MailboxError as exc:
                     # The mailbox reconnects inside wait(), with its own backoff and log lines.
-                    log.warning("mailbox.unavailable", error=str(exc))
+                    log.event(events.MAILBOX_UNAVAILABLE, error=str(exc))
                     self.mailbox.wait(min(MAX_BACKOFF, self.notifier.max_sleep() or MAX_BACKOFF), self.stop)
                     continue
                 except (peewee.OperationalError, peewee.InterfaceError) as exc:
                     # The database is away: wait, then try again; nothing is lost meanwhile.
                     failures += 1
                     delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
-                    log.error("database.unavailable", error=f"{type(exc).__name__}: {exc}",
+                    log.event(events.DATABASE_UNAVAILABLE, error=f"{type(exc).__name__}: {exc}",
                               retry_in=f"{delay:.1f}s")
                     self._drop_connection()
                     self.stop.wait(delay)
@@ -91,7 +91,7 @@ class Loop:
         finally:
             self.notifier.stopping()
             restore()
-            log.event("daemon.stopped")
+            log.event(events.DAEMON_STOPPED)
 
     def ingest_waiting(self) -> int:
         """Handle every waiting message; a failing one is retried, then quarantined.
@@ -127,7 +127,7 @@ class Loop:
     def _file(self, handled: list[tuple[str, Folder]]) -> int:
         self.mailbox.file_many(handled)
         for key, folder in handled:
-            log.event("message.filed", key=key, folder=folder.value)
+            log.event(events.MESSAGE_FILED, key=key, folder=folder.value)
         count = len(handled)
         handled.clear()
         return count
@@ -137,7 +137,7 @@ class Loop:
         try:
             self.db.close()
         except peewee.PeeweeException as exc:  # closing a dead connection can fail too; we reconnect anyway
-            log.event("database.closed", error=str(exc))
+            log.event(events.DATABASE_CLOSED, error=str(exc))
 
     def _wait_seconds(self, scheduler: schedule.Scheduler) -> float:
         wait = self.poll_interval
@@ -158,7 +158,7 @@ def _stop_on_signals(stop: threading.Event) -> Any:
         return lambda: None
 
     def on_stop(signum: int, frame: Any) -> None:
-        log.event("daemon.stopping", signal=signal.Signals(signum).name)
+        log.event(events.DAEMON_STOPPING, signal=signal.Signals(signum).name)
         stop.set()
 
     def on_hup(signum: int, frame: Any) -> None:

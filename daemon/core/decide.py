@@ -8,6 +8,7 @@ the environment, so every rule is tested with values in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
@@ -82,6 +83,7 @@ class Facts:
     bounced: BouncedFact | None = None
     truncated_size: int | None = None         # over max_message_size: only the header was read
     max_message_size: int = 0
+    concerns: RequestLike | None = None       # what an ignored message is about: its ref= in the log
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig
     """The one place that says what a message does."""
     msg = facts.msg
     if facts.truncated_size is not None:
-        return _too_large(msg, facts.truncated_size, facts.max_message_size, wf)
+        return dataclasses.replace(_too_large(msg, facts.truncated_size, facts.max_message_size, wf),
+                                   request=facts.concerns)
     match intent:
         case cl.NewRequest():
             return _new_request(intent, facts, now, wf)
@@ -143,10 +146,10 @@ def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig
             return _rejection_of(msg.sender or "", [Problem(None, "no_form")], [], wf.default_language,
                                  Log(events.MESSAGE_NOT_A_REQUEST, {"sender": msg.sender, "subject": msg.subject}))
         case cl.Ignore():
-            return Decision(Outcome.ignored, Folder.processed, logs=(Log(
+            return Decision(Outcome.ignored, Folder.processed, request=facts.concerns, logs=(Log(
                 events.MESSAGE_IGNORED, {"reason": intent.reason, "sender": msg.sender, "message_id": msg.message_id}),))
         case cl.Refuse():
-            return Decision(Outcome.ignored, Folder.rejected, logs=(Log(
+            return Decision(Outcome.ignored, Folder.rejected, request=facts.concerns, logs=(Log(
                 events.MESSAGE_REFUSED, {"reason": intent.reason, "sender": msg.sender, "from_count": msg.from_count,
                                          "message_id": msg.message_id}),))
     raise TypeError(f"no decision for {type(intent).__name__}")
@@ -232,7 +235,7 @@ def _reply(intent: cl.Reply, facts: Facts, now: dt.datetime, wf: WorkflowConfig)
             # A fresh email instead of a reply: told how to answer, at the partner address on the
             # request, never at the From address.
             return _answered(req, PARTNER, "no_code", keyword, thread=False)
-        return _refused(Refusal.no_token, None, sender, keyword, ref=",".join(intent.subject_refs) or None)
+        return _refused(Refusal.no_token, req, sender, keyword, ref=",".join(intent.subject_refs) or None)
     chosen, refusal = _party_token(intent, facts.tokens, sender)
     if chosen is None:
         return _refused(refusal, facts.tokens[0].request, sender, keyword)

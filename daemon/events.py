@@ -126,3 +126,7 @@ def markdown_table() -> str:
     rows = ["| event | level | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{e.name}` | {e.level_name} | {e.meaning} |" for e in EVENTS]
     return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":   # `python -m daemon.events`: the table for the README's section "The log"
+    print(markdown_table(), end="")

@@ -105,3 +105,29 @@ def test_the_table_is_well_formed() -> None:
 def test_a_name_spelled_out_is_refused_at_run_time() -> None:
     with pytest.raises(TypeError, match="daemon.events"):
         log.event("request.confirmed")  # type: ignore[arg-type]
+
+
+def readme_table() -> str:
+    """The table of events in the README's section "The log"."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## The log\n", 1)[1].split("\n## ", 1)[0]
+    start = section.index("| event | level | meaning |")
+    rows = section[start:].split("\n\n", 1)[0]
+    return rows.rstrip("\n") + "\n"
+
+
+def test_the_readme_lists_every_event_as_the_code_does() -> None:
+    assert readme_table() == events.markdown_table(), \
+        "README.md's table in \"The log\" is stale: replace it with the output of `python -m daemon.events`"
+
+
+def test_the_events_the_old_readme_missed_are_listed() -> None:
+    """Issue 15: the new admin looked these up in vain."""
+    missed = {"database.unavailable": "ERROR", "mailbox.unavailable": "WARNING", "message.too_large": "WARNING",
+              "imap.file_skipped": "WARNING", "help.answered": "INFO", "status.answered": "INFO",
+              "message.not_a_request": "INFO", "bounce.ignored": "INFO", "checks.done": "INFO",
+              "smtp.connected": "DEBUG", "imap.folder_created": "INFO", "imap.uidvalidity_changed": "WARNING",
+              "metrics.database_unavailable": "WARNING", "database.closed": "INFO"}
+    table = readme_table()
+    for name, level in missed.items():
+        assert f"| `{name}` | {level} |" in table, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import secrets
 import socket
@@ -12,7 +13,7 @@ from functools import cached_property
 import peewee
 
 from daemon.clock import Clock, SystemClock
-from daemon.config import Config
+from daemon.config import Config, public_url
 from daemon.engine.apply import Store
 from daemon.engine.attempts import Attempts
 from daemon.engine.checks import Checks
@@ -98,7 +99,8 @@ class App:
     def loop(self) -> Loop:
         return Loop(self.mailbox, self.attempts, self.checks, self.outbox, self.db, self.clock, self.notifier,
                     self.alive, self.stop, int(self.config.workflow.check_interval.total_seconds()),
-                    self.config.mailbox.poll_interval.total_seconds(), self.renderer.precompile)
+                    self.config.mailbox.poll_interval.total_seconds(), self.renderer.precompile,
+                    started=startup(self.config))
 
     def close(self) -> None:
         if self._mailbox is not None:
@@ -111,6 +113,24 @@ def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | No
     db = open_database(config.database.url)
     return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address),
                notifier=notifier or Notifier({}), budget=budget)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("smartacct")
+    except importlib.metadata.PackageNotFoundError:   # run from a source tree that was never installed
+        return "unknown"
+
+
+def startup(config: Config) -> dict[str, str]:
+    """What `daemon.started` names (DESIGN §7): the version, the config file and where the mailbox,
+    the outbox and the database are; never a password."""
+    mb, smtp = config.mailbox, config.smtp
+    mailbox = f"imap://{mb.username}@{mb.host}:{mb.effective_port}/{mb.folder}" if mb.backend == "imap" \
+        else str(mb.path)
+    outbox = f"smtp://{smtp.host}:{smtp.effective_port}" if smtp.backend == "smtp" else str(smtp.path)
+    return {"version": version(), "config": str(config.source) if config.source else "embedded default",
+            "mailbox": mailbox, "outbox": outbox, "database": public_url(config.database.url)}
 
 
 def instance_id() -> str:

@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,9 @@ class Config:
     workflow: WorkflowConfig = WorkflowConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    # The file it was read from, None for the embedded default: not a TOML key, and not part of
+    # what a config says (two files that say the same are equal, and print the same).
+    source: Path | None = field(default=None, compare=False, repr=False)
 
 
 _CHOICES = {
@@ -203,17 +207,18 @@ def load(path: Path | None, *, environ: typing.Mapping[str, str] | None = None) 
         raise ConfigError("config", f"cannot read {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
-    return from_dict(data, base=path.resolve().parent, environ=env)
+    cfg = from_dict(data, base=path.resolve().parent, environ=env)
+    return dataclasses.replace(cfg, source=path.resolve())
 
 
 def from_dict(data: dict[str, Any], *, base: Path, environ: typing.Mapping[str, str]) -> Config:
     sections = {}
-    for f in dataclasses.fields(Config):
-        raw = data.pop(f.name, {})
+    for name, cls in _SECTIONS.items():
+        raw = data.pop(name, {})
         if not isinstance(raw, dict):
-            raise ConfigError(f.name, "must be a [section]")
-        sections[f.name] = _build(_SECTIONS[f.name], raw, f.name)
-        if f.name == "workflow" and "partner_domains" not in raw:
+            raise ConfigError(name, "must be a [section]")
+        sections[name] = _build(cls, raw, name)
+        if name == "workflow" and "partner_domains" not in raw:
             raise ConfigError("workflow.partner_domains", "is required: the domains whose people may send requests, "
                                                           'e.g. ["partner.example.com"]; ["*"] lets anyone')
     if data:
@@ -380,6 +385,22 @@ def _from_address(value: str) -> None:
     _, addr = parseaddr(value)
     if "@" not in addr or any(c in value for c in "\r\n"):
         raise ConfigError("smtp.from_address", f"must be an address like 'Smart Accounts <sa@example.com>', not {value!r}")
+
+
+def public_url(url: str) -> str:
+    """A database URL fit for the log: without its password, in the userinfo or as a parameter."""
+    if url.startswith("sqlite:"):
+        return url
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return url.partition(":")[0] + "://…"      # unreadable: say only which kind of database
+    netloc = (f"{parts.username}@" if parts.username else "") + (f"[{host}]" if ":" in host else host) \
+        + (f":{port}" if port else "")
+    query = "&".join(p for p in parts.query.split("&") if p and "pass" not in p.partition("=")[0].lower())
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def _database_url(url: str, base: Path) -> str:

@@ -1,9 +1,11 @@
 """Structured log events for admins who tail the log (DESIGN §7).
 
-`event("request.confirmed", ref="SA-000042", partner="p@x")` writes
+`event(events.REQUEST_CONFIRMED, ref="SA-000042", partner="p@x")` writes
 `2026-11-24T10:00:00Z INFO request.confirmed ref=SA-000042 partner=p@x`,
-or the same as one JSON object per line. Keys that name secrets are masked
-here, whoever passes them, so a token or password never reaches the log.
+or the same as one JSON object per line, numbers and booleans as JSON numbers and
+booleans (`true`/`false` in the text too). The event names and their levels are the
+table in daemon.events. Keys that name secrets are masked here, whoever passes them,
+so a token or password never reaches the log; every other value is cut and escaped.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import re
 import sys
 import unicodedata
 from typing import Any
+
+from daemon import events
+from daemon.events import LogEvent
 
 LOGGER_NAME = "smartacct"
 _logger = logging.getLogger(LOGGER_NAME)
@@ -22,6 +28,7 @@ _logger = logging.getLogger(LOGGER_NAME)
 _SECRET_KEYS = re.compile(r"pass|token|secret", re.IGNORECASE)
 _NEEDS_QUOTES = re.compile(r'[\s"=]')
 MAX_VALUE = 500                 # characters of one value: a log line never echoes a whole email
+MAX_EXACT = 2 ** 53             # larger integers are written as text: a JSON reader would round them
 
 
 def _escapes() -> dict[int, str]:
@@ -38,26 +45,36 @@ def _escapes() -> dict[int, str]:
 _ESCAPES = _escapes()
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event: a dotted noun.past_tense name, then key=value pairs."""
-    if _logger.isEnabledFor(level):
-        _logger.log(level, name, extra={"fields": fields})
+def event(ev: LogEvent, **fields: Any) -> None:
+    """Log one event of the table in daemon.events, at its level, then key=value pairs."""
+    if not isinstance(ev, LogEvent):   # a name spelled out would bypass the table (DESIGN §7)
+        raise TypeError(f"log events come from daemon.events, not {ev!r}")
+    if _logger.isEnabledFor(ev.level):
+        _logger.log(ev.level, ev.name, extra={"fields": fields})
 
 
-def warning(name: str, **fields: Any) -> None:
-    event(name, logging.WARNING, **fields)
+Value = str | int | float | bool
 
 
-def error(name: str, **fields: Any) -> None:
-    event(name, logging.ERROR, **fields)
-
-
-def _clean(key: str, value: Any) -> str:
+def _clean(key: str, value: Any) -> Value:
+    """What the log shows of a value: booleans and finite numbers as they are, anything else
+    as text, cut and escaped (it may come from a stranger's email); secrets masked."""
     if _SECRET_KEYS.search(key):
         return "***"
+    if isinstance(value, (bool, int)) and abs(value) <= MAX_EXACT:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
     if isinstance(value, dt.datetime):
         return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return ("" if value is None else str(value))[:MAX_VALUE].translate(_ESCAPES)
+
+
+def _text(value: Value) -> str:
+    """A value as the text log writes it: booleans as JSON spells them, not as Python does."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -71,7 +88,7 @@ class TextFormatter(logging.Formatter):
         for key, value in getattr(record, "fields", {}).items():
             if value is None:
                 continue
-            text = _clean(key, value)
+            text = _text(_clean(key, value))
             if not text or _NEEDS_QUOTES.search(text):
                 text = json.dumps(text, ensure_ascii=False)
             parts.append(f"{key}={text}")
@@ -82,7 +99,7 @@ class TextFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        obj = {"time": _timestamp(record), "level": record.levelname, "event": record.getMessage()}
+        obj: dict[str, Value] = {"time": _timestamp(record), "level": record.levelname, "event": record.getMessage()}
         for key, value in getattr(record, "fields", {}).items():
             if value is not None:
                 obj[key] = _clean(key, value)
@@ -109,7 +126,7 @@ def reopen() -> None:
     for handler in _logger.handlers:
         if isinstance(handler, ReopeningFileHandler):
             handler.reopen()
-    event("log.reopened")
+    event(events.LOG_REOPENED)
 
 
 def setup(level: str = "INFO", fmt: str = "text", file: str = "") -> logging.Handler:

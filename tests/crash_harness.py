@@ -52,8 +52,8 @@ PHASE_TIMEOUT = 120.0           # several instances: seconds a phase may take
 PARTNERS = 10
 MAX_INCARNATIONS = 2000         # a daemon that never finishes fails the test, not the machine
 SUBJECT_REF = re.compile(r"\[(SA-\d{6,})\]")
-FILED = re.compile(r" message\.filed key=(\S+)")
-DUPLICATE = re.compile(r" message\.duplicate key=(\S+)")
+FILED = re.compile(r" message\.filed (?:ref=\S+ )?key=(\S+)")
+DUPLICATE = re.compile(r" message\.duplicate (?:ref=\S+ )?key=(\S+)")
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.default)
 
 

@@ -100,7 +100,7 @@ def handle(app: App, raw: bytes, key: str | None = None) -> Folder:
     per-message boundary (daemon.engine.attempts) would catch one, but every one is a bug."""
     item = InboxMessage(key or f"msg{next(_counter)}", raw, len(raw))
     try:
-        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash)
+        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash).folder
     except Exception as exc:  # the assertion below names the input; pytest shows the traceback
         raise AssertionError(
             f"BUG: ingest.handle raised {type(exc).__name__}: {exc} on input {raw[:600]!r}"
@@ -432,7 +432,7 @@ def test_a_message_over_the_size_limit_is_read_as_header_only(
     try:
         (item,) = list(mailbox.fetch())
         before = last_row_id()
-        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash)
+        folder = app.ingest.handle(item, app.attempts.begin(item).raw_hash).folder
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

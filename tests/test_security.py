@@ -41,7 +41,7 @@ def authenticated(msg: EmailMessage, *results: str) -> EmailMessage:
 
 
 def refused(install: Install, reason: str) -> bool:
-    return bool(re.search(rf"WARNING message\.refused reason={reason}", install.log()))
+    return bool(re.search(rf"WARNING message\.refused (ref=SA-\d+ )?reason={reason}", install.log()))
 
 
 # --- who may submit, and as whom -------------------------------------------------------------------

@@ -8,14 +8,16 @@ the environment, so every rule is tested with values in milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from daemon import events
 from daemon.config import WorkflowConfig
+from daemon.events import LogEvent
 from daemon.core.workflow import (
     CUSTOMER, KEYWORD_ACTIONS, PARTNER, Mail, Refusal, Reminder, RequestLike, TokenLike, Transition, answer,
     delivery_failed, due, new_request_changes, next_due, parties, party_address, party_of, review_mails, transition,
@@ -39,11 +41,18 @@ CUSTOMER_WORDS = frozenset({Keyword.ACCEPT, Keyword.DECLINE})
 
 @dataclass(frozen=True)
 class Log:
-    """A log line to write once the transaction commits (DESIGN §7)."""
+    """A log line to write once the transaction commits (DESIGN §7): an event of daemon.events."""
 
-    name: str
+    event: LogEvent
     fields: Mapping[str, Any] = field(default_factory=dict)
-    level: int = logging.INFO
+
+    @property
+    def name(self) -> str:
+        return self.event.name
+
+    @property
+    def level(self) -> int:
+        return self.event.level
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,7 @@ class Facts:
     bounced: BouncedFact | None = None
     truncated_size: int | None = None         # over max_message_size: only the header was read
     max_message_size: int = 0
+    concerns: RequestLike | None = None       # what an ignored message is about: its ref= in the log
 
 
 @dataclass(frozen=True)
@@ -114,14 +124,15 @@ def transition_decision(req: RequestLike, t: Transition, detail: Mapping[str, An
                         token: TokenLike | None = None) -> Decision:
     """A state change with its emails, its timeline event and its log line (DESIGN §1, §7)."""
     return Decision(outcome, folder, request=req, update=Update.of(t), token=token, mails=t.mails,
-                    events=((t.event, detail),), logs=(Log(t.event, {"state": t.new_state.value, **detail}),))
+                    events=((t.event.name, detail),), logs=(Log(t.event, {"state": t.new_state.value, **detail}),))
 
 
 def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig) -> Decision:
     """The one place that says what a message does."""
     msg = facts.msg
     if facts.truncated_size is not None:
-        return _too_large(msg, facts.truncated_size, facts.max_message_size, wf)
+        return dataclasses.replace(_too_large(msg, facts.truncated_size, facts.max_message_size, wf),
+                                   request=facts.concerns)
     match intent:
         case cl.NewRequest():
             return _new_request(intent, facts, now, wf)
@@ -133,14 +144,14 @@ def decide(intent: cl.Intent, facts: Facts, now: dt.datetime, wf: WorkflowConfig
             return _bounce(intent, facts)
         case cl.NotARequest():
             return _rejection_of(msg.sender or "", [Problem(None, "no_form")], [], wf.default_language,
-                                 Log("message.not_a_request", {"sender": msg.sender, "subject": msg.subject}))
+                                 Log(events.MESSAGE_NOT_A_REQUEST, {"sender": msg.sender, "subject": msg.subject}))
         case cl.Ignore():
-            return Decision(Outcome.ignored, Folder.processed, logs=(Log(
-                "message.ignored", {"reason": intent.reason, "sender": msg.sender, "message_id": msg.message_id}),))
+            return Decision(Outcome.ignored, Folder.processed, request=facts.concerns, logs=(Log(
+                events.MESSAGE_IGNORED, {"reason": intent.reason, "sender": msg.sender, "message_id": msg.message_id}),))
         case cl.Refuse():
-            return Decision(Outcome.ignored, Folder.rejected, logs=(Log(
-                "message.refused", {"reason": intent.reason, "sender": msg.sender, "from_count": msg.from_count,
-                                    "message_id": msg.message_id}, logging.WARNING),))
+            return Decision(Outcome.ignored, Folder.rejected, request=facts.concerns, logs=(Log(
+                events.MESSAGE_REFUSED, {"reason": intent.reason, "sender": msg.sender, "from_count": msg.from_count,
+                                         "message_id": msg.message_id}),))
     raise TypeError(f"no decision for {type(intent).__name__}")
 
 
@@ -160,9 +171,9 @@ def _new_request(intent: cl.NewRequest, facts: Facts, now: dt.datetime, wf: Work
         }
         return Decision(
             Outcome.request, Folder.processed, create=columns, mails=review_mails(sender),
-            events=(("request.created", {"partner": sender, "message_id": msg.message_id}),),
-            logs=(Log("request.created", {"partner": sender, "domain": result.account_domain,
-                                          "customer": result.customer_email}),))
+            events=((events.REQUEST_CREATED.name, {"partner": sender, "message_id": msg.message_id}),),
+            logs=(Log(events.REQUEST_CREATED, {"partner": sender, "domain": result.account_domain,
+                                                 "customer": result.customer_email}),))
     lang = request_language(intent.form, wf.default_language)
     values = intent.form.fields
     columns = {
@@ -176,8 +187,8 @@ def _new_request(intent: cl.NewRequest, facts: Facts, now: dt.datetime, wf: Work
     rejection = _rejection_of(sender, result, _echo(values, lang), lang)
     return Decision(
         Outcome.rejected, Folder.rejected, create=columns, mails=rejection.mails,
-        events=(("request.rejected", {"partner": sender, "problems": problems}),),
-        logs=(Log("request.rejected", {"partner": sender, "problems": problems}),))
+        events=((events.REQUEST_REJECTED.name, {"partner": sender, "problems": problems}),),
+        logs=(Log(events.REQUEST_REJECTED, {"partner": sender, "problems": problems}),))
 
 
 def _rejection_of(to: str, problems: Sequence[Problem], values: list[tuple[str, str]], lang: str,
@@ -200,7 +211,7 @@ def shortened(text: str, limit: int) -> str:
 
 
 def _too_large(msg: ParsedMessage, size: int, limit: int, wf: WorkflowConfig) -> Decision:
-    log = Log("message.too_large", {"sender": msg.sender, "size": size, "limit": limit}, logging.WARNING)
+    log = Log(events.MESSAGE_TOO_LARGE, {"sender": msg.sender, "size": size, "limit": limit})
     if msg.sender and not msg.is_automatic and cl.sender_allowed(msg.sender, wf.partner_domains):
         problem = Problem(None, "too_large", (("max", human_size(limit)),))
         return _rejection_of(msg.sender, [problem], [], wf.default_language, log)
@@ -224,7 +235,7 @@ def _reply(intent: cl.Reply, facts: Facts, now: dt.datetime, wf: WorkflowConfig)
             # A fresh email instead of a reply: told how to answer, at the partner address on the
             # request, never at the From address.
             return _answered(req, PARTNER, "no_code", keyword, thread=False)
-        return _refused(Refusal.no_token, None, sender, keyword, ref=",".join(intent.subject_refs) or None)
+        return _refused(Refusal.no_token, req, sender, keyword, ref=",".join(intent.subject_refs) or None)
     chosen, refusal = _party_token(intent, facts.tokens, sender)
     if chosen is None:
         return _refused(refusal, facts.tokens[0].request, sender, keyword)
@@ -241,14 +252,14 @@ def _reply(intent: cl.Reply, facts: Facts, now: dt.datetime, wf: WorkflowConfig)
             if not live:   # the request moved on since the email answered: a friendly late answer
                 late = Mail("late_reply", sender, thread=True, extra={"keyword": spelling(keyword, req.language)})
                 return Decision(Outcome.answered, Folder.processed, request=req, mails=(late,), logs=(
-                    Log("reply.refused", {"reason": Refusal.stale.value, "sender": sender, "keyword": keyword.value,
-                                          "party": party, "state": req.state}, logging.WARNING),))
+                    Log(events.REPLY_REFUSED, {"reason": Refusal.stale.value, "sender": sender,
+                                               "keyword": keyword.value, "party": party, "state": req.state}),))
         return _answered(req, party, "not_yours" if not own else "not_now", keyword, line=intent.line,
                          thread=True)
     if keyword is Keyword.STATUS:
         return Decision(Outcome.answered, Folder.processed, request=req,
                         mails=(Mail("status", party_address(req, party), thread=True),),
-                        logs=(Log("status.answered", {"to": party_address(req, party)}),))
+                        logs=(Log(events.STATUS_ANSWERED, {"to": party_address(req, party)}),))
     return _answered(req, party, "help" if keyword is Keyword.HELP else "unclear", keyword, line=intent.line,
                      thread=True)
 
@@ -274,15 +285,15 @@ def _answered(req: RequestLike, party: str, reason: str, keyword: Keyword | None
     word = spelling(keyword, req.language) if keyword is not None else None
     mail = answer(req, party, reason, thread=thread, line=shortened(line, LINE_ECHO), keyword=word)
     return Decision(Outcome.answered, Folder.processed, request=req, mails=(mail,), logs=(
-        Log("reply.answered", {"reason": reason, "party": party, "keyword": keyword.value if keyword else None,
-                               "to": mail.to, "allowed": " ".join(mail.actions) or None}),))
+        Log(events.REPLY_ANSWERED, {"reason": reason, "party": party, "keyword": keyword.value if keyword else None,
+                                      "to": mail.to, "allowed": " ".join(mail.actions) or None}),))
 
 
 def _refused(refusal: Refusal, req: RequestLike | None, sender: str, keyword: Keyword | None,
              **more: Any) -> Decision:
     fields = {"reason": refusal.value, "sender": sender, "keyword": keyword.value if keyword else None, **more}
     return Decision(Outcome.ignored, Folder.rejected, request=req,
-                    logs=(Log("reply.refused", fields, logging.WARNING),))
+                    logs=(Log(events.REPLY_REFUSED, fields),))
 
 
 # --- commands and bounces -------------------------------------------------------------------------
@@ -293,15 +304,15 @@ def _command(intent: cl.CommandMail, facts: Facts) -> Decision:
     if cmd.keyword is Keyword.HELP:
         return Decision(Outcome.answered, Folder.processed,
                         mails=(Mail("help", sender, thread=True, with_form=True, lang=cmd.language),),
-                        logs=(Log("help.answered", {"to": sender}),))
+                        logs=(Log(events.HELP_ANSWERED, {"to": sender}),))
     req = facts.request
     if req is None or sender.lower() not in parties(req):
         reason = "unknown_ref" if req is None else "not_a_party"
         ref = cmd.ref or next(iter(cl.subject_refs(facts.msg)), None)
         return Decision(Outcome.ignored, Folder.rejected, request=req, logs=(
-            Log("status.refused", {"ref": ref, "sender": sender, "reason": reason}, logging.WARNING),))
+            Log(events.STATUS_REFUSED, {"ref": ref, "sender": sender, "reason": reason}),))
     return Decision(Outcome.answered, Folder.processed, request=req,
-                    mails=(Mail("status", sender, thread=True),), logs=(Log("status.answered", {"to": sender}),))
+                    mails=(Mail("status", sender, thread=True),), logs=(Log(events.STATUS_ANSWERED, {"to": sender}),))
 
 
 def status_ref(intent: cl.CommandMail, msg: ParsedMessage) -> str | None:
@@ -314,7 +325,7 @@ def _bounce(intent: cl.Bounce, facts: Facts) -> Decision:
     bounced = facts.bounced
     if bounced is None:
         return Decision(Outcome.ignored, Folder.processed,
-                        logs=(Log("bounce.ignored", {"sender": facts.msg.sender, "status": intent.status}),))
+                        logs=(Log(events.BOUNCE_IGNORED, {"sender": facts.msg.sender, "status": intent.status}),))
     req = bounced.request
     detail = {"kind": bounced.kind, "recipient": bounced.recipient, "status": intent.status}
     permanent = (intent.status or "5").startswith("5")
@@ -322,7 +333,7 @@ def _bounce(intent: cl.Bounce, facts: Facts) -> Decision:
         if req is not None and permanent else None
     return Decision(Outcome.ignored, Folder.processed, request=req, mails=(tell,) if tell else (),
                     events=(("email.bounced", detail),) if req is not None else (),
-                    logs=(Log("bounce.received", detail, logging.WARNING),))
+                    logs=(Log(events.BOUNCE_RECEIVED, detail),))
 
 
 # --- scheduled checks, admins and the outbox decide the same way ------------------------------------
@@ -335,8 +346,8 @@ def decide_due(req: RequestLike, now: dt.datetime, wf: WorkflowConfig) -> Decisi
         return Decision(request=req, mails=(owed.mail,),
                         update=Update({"reminders_sent": number, "due_at": owed.due_at, "updated_at": now},
                                       {"reminders_sent": req.reminders_sent, "state": req.state}),
-                        events=(("reminder.sent", {"number": number}),),
-                        logs=(Log("reminder.sent", {"to": req.customer_email, "number": number}),))
+                        events=((events.REMINDER_SENT.name, {"number": number}),),
+                        logs=(Log(events.REMINDER_SENT, {"to": req.customer_email, "number": number}),))
     t = transition(req, owed, now, wf) if owed is not None else None
     if t is not None:
         return transition_decision(req, t, {"by": "check"})
@@ -358,4 +369,4 @@ def decide_refused(req: RequestLike, kind: str, recipient: str, error: str) -> D
     tell = delivery_failed(req, kind, recipient, error)
     return Decision(request=req, mails=(tell,) if tell else (),
                     events=(("email.refused", {"kind": kind, "recipient": recipient, "error": error[:200]}),),
-                    logs=(Log("partner.told", {"about": "delivery_failed", "to": req.partner_email}),) if tell else ())
+                    logs=(Log(events.PARTNER_TOLD, {"about": "delivery_failed", "to": req.partner_email}),) if tell else ())

@@ -13,7 +13,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from daemon import events
 from daemon.config import WorkflowConfig
+from daemon.events import LogEvent
 from models.state import Action, State, next_state
 from parsers.reply import Keyword
 
@@ -73,12 +75,12 @@ class Mail:
 
 # Log and timeline event of each transition (DESIGN §7).
 TRANSITION_EVENTS = {
-    Action.confirm: "request.confirmed",
-    Action.cancel: "request.cancelled",
-    Action.accept: "request.accepted",
-    Action.decline: "request.declined",
-    Action.expire: "request.expired",
-    Action.lapse: "request.lapsed",
+    Action.confirm: events.REQUEST_CONFIRMED,
+    Action.cancel: events.REQUEST_CANCELLED,
+    Action.accept: events.REQUEST_ACCEPTED,
+    Action.decline: events.REQUEST_DECLINED,
+    Action.expire: events.REQUEST_EXPIRED,
+    Action.lapse: events.REQUEST_LAPSED,
 }
 
 
@@ -91,7 +93,7 @@ class Transition:
     mails: tuple[Mail, ...]
 
     @property
-    def event(self) -> str:
+    def event(self) -> LogEvent:
         return TRANSITION_EVENTS[self.action]
 
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import peewee
 
-from daemon import log
+from daemon import events, log
 from daemon.clock import Clock
 from daemon.config import WorkflowConfig
 from daemon.core.decide import Decision, Log
 from daemon.core.guard import ANSWER_KINDS, answer_suppressed
 from daemon.core.workflow import Mail
+from daemon.events import LogEvent
 from daemon.mail.render import Renderer
 from models.event import Event
 from models.outbox import OutboxRow, OutboxState, message_id_hash
@@ -67,7 +67,7 @@ class Applier:
     now: dt.datetime
     workflow: WorkflowConfig
     answering: ParsedMessage | None = None      # the incoming email our answers thread to
-    logs: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    logs: list[tuple[LogEvent, dict[str, Any]]] = field(default_factory=list)
     queued: int = 0
 
     def apply(self, decision: Decision) -> Request | None:
@@ -113,11 +113,11 @@ class Applier:
             fields.setdefault("ref", req.ref)
         if "ref" in fields:
             fields = {"ref": fields.pop("ref"), **fields}   # ref first, as admins grep for it
-        self.logs.append((line.level, line.name, fields))
+        self.logs.append((line.event, fields))
 
     def flush_log(self) -> None:
-        for level, name, fields in self.logs:
-            log.event(name, level, **fields)
+        for ev, fields in self.logs:
+            log.event(ev, **fields)
         self.logs.clear()
 
     def event(self, req: Request | None, name: str, **detail: Any) -> None:
@@ -128,8 +128,7 @@ class Applier:
         """Render `mail` now and queue it; the bytes and Message-ID are final from here on."""
         reason = self._suppressed(mail)
         if reason is not None:
-            self.log(Log("email.suppressed", {"kind": mail.kind, "to": mail.to, "reason": reason}, logging.WARNING),
-                     req)
+            self.log(Log(events.EMAIL_SUPPRESSED, {"kind": mail.kind, "to": mail.to, "reason": reason}), req)
             return None
         token = new_token() if mail.party else None
         ref = req.ref if req is not None else None

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import peewee
 
-from daemon import log
+from daemon import events, log
 from daemon.engine import isolate
-from daemon.engine.ingest import Ingest, idempotency_key, masked
+from daemon.engine.ingest import Handled, Ingest, concerned, idempotency_key, masked
 from daemon.engine.isolate import Isolation
 from daemon.engine.apply import ConcurrentChange, Store
 from daemon.errors import MailboxError
@@ -51,9 +51,9 @@ class Claim:
 
 @dataclass(frozen=True)
 class Tried:
-    """One attempt: the folder when it is done, else whether it raced and what went wrong."""
+    """One attempt: where it is filed when it is done, else whether it raced and what went wrong."""
 
-    folder: Folder | None = None
+    handled: Handled | None = None
     race: bool = False
     error: str = ""
 
@@ -70,9 +70,14 @@ class Attempts:
     max_attempts: int
     metrics: Metrics
 
-    def process(self, item: InboxMessage, held: list[str] | None = None) -> Folder | None:
+    def process(self, item: InboxMessage) -> Folder | None:
         """The folder to file `item` in, or None to leave it in the inbox (another instance holds
-        it, or it raced too often this pass).
+        it, or it raced too often this pass)."""
+        handled = self.handle(item)
+        return handled.folder if handled is not None else None
+
+    def handle(self, item: InboxMessage, held: list[str] | None = None) -> Handled | None:
+        """As process(), with the request the message concerns.
 
         The message's lock is released on return, unless `held` is given and there is a folder:
         then the caller releases it once the message is filed, so no other instance can take
@@ -80,25 +85,25 @@ class Attempts:
         db = self.store.db
         lock = "message:" + item.key
         if not try_lock(db, lock):
-            log.event("message.skipped", key=item.key, reason="claimed_by_another_instance")
+            log.event(events.MESSAGE_SKIPPED, key=item.key, reason="claimed_by_another_instance")
             return None
-        folder = None
+        handled = None
         try:
-            folder = self._process(item)
-            return folder
+            handled = self._process(item)
+            return handled
         finally:
-            if held is not None and folder is not None:
+            if held is not None and handled is not None:
                 held.append(lock)
             else:
                 unlock(db, lock)
 
-    def _process(self, item: InboxMessage) -> Folder | None:
+    def _process(self, item: InboxMessage) -> Handled | None:
         claim = self.begin(item)
         races = 0
         while True:
             tried = self._attempt(item, claim)
-            if tried.folder is not None:
-                return tried.folder
+            if tried.handled is not None:
+                return tried.handled
             if tried.race:
                 races += 1
                 if races < RACE_RETRIES:
@@ -108,19 +113,19 @@ class Attempts:
                 continue   # its row is gone: its effects were committed after all, the next try says where
             if failures >= self.max_attempts:
                 return self._quarantine(item, claim, failures, tried.error)
-            log.warning("message.failed", key=item.key, attempts=failures, error=tried.error)
+            log.event(events.MESSAGE_FAILED, key=item.key, attempts=failures, error=tried.error)
             self.metrics.handled(Outcome.failed.value)
             claim = replace(claim, failures=failures)
             races = 0
 
     def _attempt(self, item: InboxMessage, claim: Claim) -> Tried:
         if claim.suspect:
-            log.event("message.isolated", key=item.key, failures=claim.failures, interrupted=claim.interrupted)
+            log.event(events.MESSAGE_ISOLATED, key=item.key, failures=claim.failures, interrupted=claim.interrupted)
             child = self.isolation.run(item, claim.raw_hash)
             if child.result == "unavailable":
                 raise peewee.OperationalError(child.error)   # the database, not the message: the loop backs off
             if child.result == "done" and child.folder:
-                return Tried(Folder(child.folder))
+                return Tried(Handled(Folder(child.folder), child.ref))
             return Tried(race=child.result == "race", error=child.error or "")
         try:
             with isolate.budget(self.budget):
@@ -161,13 +166,16 @@ class Attempts:
                         .execute())
         return rows[0].failures if rows else None
 
-    def _quarantine(self, item: InboxMessage, claim: Claim, failures: int, error: str) -> Folder:
+    def _quarantine(self, item: InboxMessage, claim: Claim, failures: int, error: str) -> Handled:
         """Record it for `quarantine list`, from its header only: the body is what failed."""
         head = masked(_describe(item.raw), self.store.renderer.from_addr)
         key = idempotency_key(head) if head.message_id else "sha256:" + claim.raw_hash
         now = self.store.clock.now()
+        req = concerned(head, self.store.renderer.from_addr)
+        ref = req.ref if req is not None else None
         values = {"handled_at": now, "outcome": Outcome.quarantined.value, "folder": Folder.quarantine.value,
-                  "attempts": failures, "last_error": error[:1000], "mailbox_key": item.key}
+                  "attempts": failures, "last_error": error[:1000], "mailbox_key": item.key,
+                  "request_id": req.id if req is not None else None}
         with self.store.db.atomic():
             (IncomingMessage
              .insert(key=key, message_id=head.message_id, sender=(head.sender or "")[:320] or None,
@@ -177,10 +185,10 @@ class Attempts:
                           where=IncomingMessage.handled_at.is_null())
              .execute())
             Attempt.delete().where(Attempt.raw_hash == claim.raw_hash).execute()
-        log.error("message.quarantined", key=item.key, message_id=head.message_id, sender=head.sender,
+        log.event(events.MESSAGE_QUARANTINED, ref=ref, key=item.key, message_id=head.message_id, sender=head.sender,
                   attempts=failures, error=error)
         self.metrics.handled(Outcome.quarantined.value)
-        return Folder.quarantine
+        return Handled(Folder.quarantine, ref)
 
 
 def _describe(raw: bytes) -> ParsedMessage:

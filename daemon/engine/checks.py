@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 import peewee
 
-from daemon import log
+from daemon import events, log
 from daemon.core.decide import decide_due
 from daemon.engine.apply import ConcurrentChange, Store
 from models.event import Event
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 BATCH = 500
 RETRY_CAP = dt.timedelta(hours=1)   # a broken request is retried at least this often, forever
-FAILED = "check.failed"             # its timeline event and log line
+FAILED = events.CHECK_FAILED.name   # its timeline event, as its log line
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Checks:
                 applier.flush_log()
                 acted += bool(decision.events)
         if acted:
-            log.event("checks.done", acted=acted)
+            log.event(events.CHECKS_DONE, acted=acted)
         return acted
 
 
@@ -104,7 +104,7 @@ def _postpone(store: Store, req: Request, seen: tuple[str, dt.datetime], now: dt
         if moved != 1:
             return  # changed meanwhile (a reply, another instance): its new due_at stands
         store.applier(now=now).event(req, FAILED, attempt=failures, error=error, retry_at=retry_at)
-    log.error(FAILED, ref=req.ref, attempt=failures, retry_at=retry_at, error=error)
+    log.event(events.CHECK_FAILED, ref=req.ref, attempt=failures, retry_at=retry_at, error=error)
 
 
 def _failed_in_a_row(req: Request) -> int:

@@ -44,8 +44,8 @@ def main() -> int:
     app = build(cfg, clock=FixedClock(job.now))
     try:
         with budget(job.budget):
-            folder = app.ingest.handle(job.item, job.raw_hash)
-        answer = {"result": "done", "folder": folder.value}
+            handled = app.ingest.handle(job.item, job.raw_hash)
+        answer = {"result": "done", "folder": handled.folder.value, "ref": handled.ref}
     except ConcurrentChange as exc:
         answer = {"result": "race", "error": str(exc)}
     except (peewee.OperationalError, peewee.InterfaceError) as exc:

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from daemon import log
+from daemon import events, log
 from daemon.core.decide import BouncedFact, Decision, Facts, TokenFact, decide, status_ref
 from daemon.engine.apply import ConcurrentChange, Store
 from daemon.mail.mailbox import InboxMessage
@@ -26,7 +26,8 @@ from models.state import BLOCKING
 from models.token import ReplyToken, token_hash
 from parsers import classify as cl
 from parsers.message import ParsedMessage, parse_message
-from parsers.ref import parse_ref
+from parsers.ref import format_ref, parse_ref
+from parsers.reply import own_message_ids
 from parsers.validate import form_domain
 
 if TYPE_CHECKING:
@@ -54,6 +55,15 @@ def idempotency_key(msg: ParsedMessage) -> str:
 
 
 @dataclass(frozen=True)
+class Handled:
+    """Where a handled message is filed, and the request it concerns: `ref=` on its later log
+    lines, `message.filed` among them (DESIGN §7)."""
+
+    folder: Folder
+    ref: str | None = None
+
+
+@dataclass(frozen=True)
 class Ingest:
     """The data path for one message, from bytes to a commit."""
 
@@ -61,7 +71,7 @@ class Ingest:
     max_message_size: int
     metrics: Metrics
 
-    def handle(self, item: InboxMessage, raw_hash: str) -> Folder:
+    def handle(self, item: InboxMessage, raw_hash: str) -> Handled:
         """Everything one message causes, committed at once; returns the folder to file it in.
         Raises on failure: daemon.engine.attempts decides what that costs the message."""
         store = self.store
@@ -71,9 +81,10 @@ class Ingest:
         seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
         if seen is not None and seen.handled_at is not None:
             Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
-            log.event("message.duplicate", key=item.key, message_id=msg.message_id, folder=seen.folder)
+            ref = format_ref(seen.request_id) if seen.request_id else None
+            log.event(events.MESSAGE_DUPLICATE, ref=ref, key=item.key, message_id=msg.message_id, folder=seen.folder)
             self.metrics.handled("duplicate")
-            return Folder(seen.folder)
+            return Handled(Folder(seen.folder), ref)
         wf = store.workflow
         intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=store.renderer.from_addr,
                              dmarc_authserv_id=wf.trusted_authserv_id if wf.require_dmarc_pass else None)
@@ -83,23 +94,28 @@ class Ingest:
                           .returning(Attempt.failures, Attempt.first_seen).execute())
             if not ledger:
                 raise ConcurrentChange(f"message {item.key} was handled meanwhile")
-            facts = load_facts(intent, msg, item, self.max_message_size)
+            facts = load_facts(intent, msg, item, self.max_message_size, store.renderer.from_addr)
             decision = decide(intent, facts, now, store.workflow)
             req = applier.apply(decision)
             _record(msg, item, key, decision, req, now, attempts=ledger[0].failures + 1,
                     first_seen=ledger[0].first_seen)
         applier.flush_log()
         assert decision.outcome is not None and decision.folder is not None
-        log.event("message.handled", key=item.key, outcome=decision.outcome.value, folder=decision.folder.value)
+        ref = req.ref if req is not None else None
+        log.event(events.MESSAGE_HANDLED, ref=ref, key=item.key, outcome=decision.outcome.value,
+                  folder=decision.folder.value)
         self.metrics.handled(decision.outcome.value)
-        return decision.folder
+        return Handled(decision.folder, ref)
 
 
-def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_size: int) -> Facts:
+def load_facts(intent: cl.Intent, msg: ParsedMessage, item: InboxMessage, max_size: int, own_address: str) -> Facts:
     """What `decide` needs to know from the database about this message, and nothing more."""
     if item.truncated:
-        return Facts(msg, truncated_size=item.size, max_message_size=max_size)
+        return Facts(msg, truncated_size=item.size, max_message_size=max_size,
+                     concerns=concerned(msg, own_address))
     match intent:
+        case cl.Ignore() | cl.Refuse():
+            return Facts(msg, concerns=concerned(msg, own_address))
         case cl.NewRequest():
             domain = form_domain(intent.form)
             return Facts(msg, open_ref=_open_ref(domain) if domain else None)
@@ -133,6 +149,21 @@ def _tokens(intent: cl.Reply) -> tuple[TokenFact, ...]:
     tokens = sorted(found, key=lambda tok: min(order.get(tok.token_hash, len(order)),
                                                order.get(tok.message_id_hash, len(order))))
     return tuple(TokenFact(tok, tok.request) for tok in tokens)
+
+
+def concerned(msg: ParsedMessage, own_address: str) -> Request | None:
+    """The request a message is about though it acts on none (an auto-reply, a forgery): the one
+    whose email it answers (our Message-ID in its In-Reply-To or References), else the one its
+    subject names. It puts `ref=` on the message's log lines (DESIGN §7) and acts on nothing."""
+    ours = own_message_ids(msg, own_address.rpartition("@")[2])
+    if ours:
+        row = (OutboxRow.select(OutboxRow.request_id)
+               .where(OutboxRow.message_id_hash.in_([message_id_hash(i) for i in ours])
+                      & OutboxRow.request_id.is_null(False))
+               .first())
+        if row is not None:
+            return Request.get_or_none(Request.id == row.request_id)
+    return _request(next(iter(cl.subject_refs(msg)), None))
 
 
 def _request(ref: str | None) -> Request | None:

@@ -83,11 +83,12 @@ class Job:
 
 @dataclass(frozen=True)
 class ChildResult:
-    """How the child ended: done (with the folder), failed (the message's fault), race (retry),
+    """How the child ended: done (with the folder and the ref), failed (the message's fault), race (retry),
     unavailable (the database: not the message's fault)."""
 
     result: str
     folder: str | None = None
+    ref: str | None = None          # the request the message concerns
     error: str | None = None
 
 
@@ -114,7 +115,7 @@ class Isolation:
         lines = out.decode("utf-8", "replace").strip().splitlines()
         if proc.returncode == 0 and lines:
             data = json.loads(lines[-1])
-            return ChildResult(data["result"], data.get("folder"), data.get("error"))
+            return ChildResult(data["result"], data.get("folder"), data.get("ref"), data.get("error"))
         return ChildResult("failed", error=_death(proc.returncode))
 
 

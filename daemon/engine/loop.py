@@ -10,21 +10,22 @@ from __future__ import annotations
 import random
 import signal
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 import peewee
 import schedule
 
-from daemon import log
+from daemon import events, log
 from daemon.errors import MailboxError
 from models.locks import unlock
-from models.message import Folder
 
 if TYPE_CHECKING:
     from daemon.clock import Clock
     from daemon.engine.attempts import Attempts
     from daemon.engine.checks import Checks
+    from daemon.engine.ingest import Handled
     from daemon.engine.outbox import Outbox
     from daemon.mail.mailbox import Mailbox
     from daemon.ops.sdnotify import Notifier
@@ -49,14 +50,15 @@ class Loop:
     check_interval: int               # whole seconds, as every config duration is
     poll_interval: float              # seconds
     prepare: Callable[[], None]       # once at start: compile the templates
+    started: Mapping[str, str] = field(default_factory=dict)   # what daemon.started names (daemon.app.startup)
 
-    def run(self, *, once: bool = False, **started: Any) -> None:
+    def run(self, *, once: bool = False) -> None:
         """Ingest, due checks, drain the outbox, wait for mail; until stopped (or one pass)."""
         scheduler = schedule.Scheduler()
         scheduler.every(self.check_interval).seconds.do(self.checks.run)
         restore = _stop_on_signals(self.stop)
         self.prepare()
-        log.event("daemon.started", once=once, **started)
+        log.event(events.DAEMON_STARTED, **self.started, once=once)
         failures = 0
         ready = False
         try:
@@ -70,14 +72,14 @@ class Loop:
                     failures = 0
                 except MailboxError as exc:
                     # The mailbox reconnects inside wait(), with its own backoff and log lines.
-                    log.warning("mailbox.unavailable", error=str(exc))
+                    log.event(events.MAILBOX_UNAVAILABLE, error=str(exc))
                     self.mailbox.wait(min(MAX_BACKOFF, self.notifier.max_sleep() or MAX_BACKOFF), self.stop)
                     continue
                 except (peewee.OperationalError, peewee.InterfaceError) as exc:
                     # The database is away: wait, then try again; nothing is lost meanwhile.
                     failures += 1
                     delay = min(MAX_BACKOFF, 2.0 ** failures) * random.uniform(0.5, 1.0)
-                    log.error("database.unavailable", error=f"{type(exc).__name__}: {exc}",
+                    log.event(events.DATABASE_UNAVAILABLE, error=f"{type(exc).__name__}: {exc}",
                               retry_in=f"{delay:.1f}s")
                     self._drop_connection()
                     self.stop.wait(delay)
@@ -91,7 +93,7 @@ class Loop:
         finally:
             self.notifier.stopping()
             restore()
-            log.event("daemon.stopped")
+            log.event(events.DAEMON_STOPPED)
 
     def ingest_waiting(self) -> int:
         """Handle every waiting message; a failing one is retried, then quarantined.
@@ -99,7 +101,7 @@ class Loop:
         Handled messages are filed in batches (one IMAP MOVE per folder per batch), always
         after their commit: a crash in between only means they are seen again, as duplicates.
         """
-        handled: list[tuple[str, Folder]] = []
+        handled: list[tuple[str, Handled]] = []
         held: list[str] = []  # message locks, kept until the message is filed
         total = 0
         try:
@@ -107,9 +109,9 @@ class Loop:
                 self.alive()
                 if self.stop.is_set():
                     break
-                folder = self.attempts.process(item, held)
-                if folder is not None:
-                    handled.append((item.key, folder))
+                done = self.attempts.handle(item, held)
+                if done is not None:
+                    handled.append((item.key, done))
                 if len(handled) >= FILE_BATCH:
                     total += self._file(handled)
                     self._release(held)
@@ -124,10 +126,10 @@ class Loop:
             unlock(self.db, name)
         held.clear()
 
-    def _file(self, handled: list[tuple[str, Folder]]) -> int:
-        self.mailbox.file_many(handled)
-        for key, folder in handled:
-            log.event("message.filed", key=key, folder=folder.value)
+    def _file(self, handled: list[tuple[str, Handled]]) -> int:
+        self.mailbox.file_many([(key, done.folder) for key, done in handled])
+        for key, done in handled:
+            log.event(events.MESSAGE_FILED, ref=done.ref, key=key, folder=done.folder.value)
         count = len(handled)
         handled.clear()
         return count
@@ -137,7 +139,7 @@ class Loop:
         try:
             self.db.close()
         except peewee.PeeweeException as exc:  # closing a dead connection can fail too; we reconnect anyway
-            log.event("database.closed", error=str(exc))
+            log.event(events.DATABASE_CLOSED, error=str(exc))
 
     def _wait_seconds(self, scheduler: schedule.Scheduler) -> float:
         wait = self.poll_interval
@@ -158,7 +160,7 @@ def _stop_on_signals(stop: threading.Event) -> Any:
         return lambda: None
 
     def on_stop(signum: int, frame: Any) -> None:
-        log.event("daemon.stopping", signal=signal.Signals(signum).name)
+        log.event(events.DAEMON_STOPPING, signal=signal.Signals(signum).name)
         stop.set()
 
     def on_hup(signum: int, frame: Any) -> None:

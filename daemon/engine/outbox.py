@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable
 
 import peewee
 
-from daemon import log
+from daemon import events, log
 from daemon.core.decide import decide_refused
 from daemon.core.guard import HOUR, send_at
 from daemon.engine.apply import Store, ref_of
@@ -116,12 +116,12 @@ class Outbox:
                         sent[row.recipient].append(self.store.clock.now())
                     answered = True
         for recipient, (count, until) in held.items():
-            log.warning("email.delayed", to=recipient, emails=count, until=until, reason="hourly_cap",
-                        cap=self.max_per_hour)
+            log.event(events.EMAIL_DELAYED, to=recipient, emails=count, until=until, reason="hourly_cap",
+                      cap=self.max_per_hour)
         if failure is not None:
             self._session_failed(failure, result)
         elif answered and transport.backoff.succeeded():
-            log.event("outbox.resumed", sent=result.sent)
+            log.event(events.OUTBOX_RESUMED, sent=result.sent)
         return result
 
     def _held_until(self, recipient: str, sent: dict[str, list[dt.datetime]]) -> dt.datetime | None:
@@ -148,8 +148,8 @@ class Outbox:
         now = self.store.clock.now()
         retry_at = self.transport.backoff.failed(now)
         waiting = OutboxRow.select().where(OutboxRow.state == OutboxState.queued.value).count()
-        log.warning("outbox.paused", error=str(exc), queued=waiting, attempt=self.transport.backoff.failures,
-                    retry_at=retry_at)
+        log.event(events.OUTBOX_PAUSED, error=str(exc), queued=waiting, attempt=self.transport.backoff.failures,
+                  retry_at=retry_at)
         self._give_up_overdue(now, exc, result)
 
     def _give_up_overdue(self, now: dt.datetime, exc: SessionFailure, result: DrainResult) -> None:
@@ -181,7 +181,7 @@ class Outbox:
                          last_error=None, body=redacted(bytes(row.body))).where(OutboxRow.id == row.id).execute()
         result.sent += 1
         self.metrics.emails_sent.labels(row.kind).inc()
-        log.event("email.sent", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, outbox=row.id)
+        log.event(events.EMAIL_SENT, ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, outbox=row.id)
 
     def _temporary(self, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
         now = self.store.clock.now()
@@ -194,8 +194,8 @@ class Outbox:
             .where(OutboxRow.id == row.id).execute()
         result.retried += 1
         self.metrics.emails_deferred.labels(row.kind).inc()
-        log.warning("email.deferred", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient,
-                    attempts=attempts, retry_at=decision.at, error=str(exc))
+        log.event(events.EMAIL_DEFERRED, ref=ref_of(row.request_id), kind=row.kind, to=row.recipient,
+                  attempts=attempts, retry_at=decision.at, error=str(exc))
 
     def _permanent(self, row: OutboxRow, exc: DeliveryError, result: DrainResult) -> None:
         self._fail(row, str(exc), result)
@@ -208,7 +208,7 @@ class Outbox:
             .where(OutboxRow.id == row.id).execute()
         result.failed += 1
         self.metrics.emails_failed.labels(row.kind).inc()
-        log.error("email.failed", ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, error=error)
+        log.event(events.EMAIL_FAILED, ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, error=error)
 
 
 # Prepared once, not built by the ORM per row: claiming the next row is one probe of the

@@ -17,7 +17,7 @@ import ssl
 import smtplib
 from typing import Callable, Iterator, NoReturn, Sequence
 
-from daemon import log
+from daemon import events, log
 from daemon.config import SmtpConfig
 from daemon.errors import PermanentFailure, SessionFailure, TemporaryFailure
 from daemon.mail.oauth2 import TokenCommand, xoauth2_string
@@ -94,7 +94,7 @@ class SmtpTransport:
         except BaseException:
             _close(conn)
             raise
-        log.event("smtp.connected", logging.DEBUG, host=cfg.host, port=cfg.effective_port)
+        log.event(events.SMTP_CONNECTED, host=cfg.host, port=cfg.effective_port)
         return conn
 
     def _connect(self, context: ssl.SSLContext) -> smtplib.SMTP:

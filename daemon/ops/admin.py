@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
-from daemon import log
+from daemon import events, log
 from daemon.core.decide import decide_cancel
 from daemon.engine.apply import ConcurrentChange
 from daemon.errors import AdminError, MailboxError
@@ -94,7 +94,7 @@ def retry_emails(app: App, ids: Iterable[int]) -> list[Retried]:
             # created_at restarts the give_up_after clock: an admin's retry gets a full new window.
             (OutboxRow.update(state=OutboxState.queued.value, next_try_at=now, created_at=now)
              .where((OutboxRow.id == row.id) & (OutboxRow.state == OutboxState.failed.value)).execute())
-        log.event("email.requeued", ref=format_ref(row.request_id) if row.request_id else None, kind=row.kind,
+        log.event(events.EMAIL_REQUEUED, ref=format_ref(row.request_id) if row.request_id else None, kind=row.kind,
                   to=row.recipient, outbox=row.id, attempts=row.attempts, by="admin")
         results.append(Retried(email_id))
     return results
@@ -141,7 +141,7 @@ def _retry_quarantined(app: App, incoming_id: int) -> Retried:
         content_hash = row.key[len("sha256:"):] if row.key.startswith("sha256:") else None
         new_key = app.mailbox.restore(row.mailbox_key, message_id=row.message_id, content_hash=content_hash)
         IncomingMessage.update(mailbox_key=new_key).where(IncomingMessage.id == row.id).execute()
-    log.event("message.requeued", key=new_key, incoming=row.id, message_id=row.message_id, sender=row.sender,
+    log.event(events.MESSAGE_REQUEUED, key=new_key, incoming=row.id, message_id=row.message_id, sender=row.sender,
               by="admin")
     return Retried(incoming_id)
 

@@ -26,7 +26,7 @@ import peewee
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
-from daemon import log
+from daemon import events, log
 from daemon.clock import Clock
 from daemon.config import Config, parse_listen
 from daemon.errors import MetricsError
@@ -115,7 +115,7 @@ class StateCollector:
         try:
             families = list(self._database(app.clock.now()))
         except peewee.PeeweeException as exc:
-            log.warning("metrics.database_unavailable", error=_one_line(exc))
+            log.event(events.METRICS_DATABASE_UNAVAILABLE, error=_one_line(exc))
             families = []
             up = 0.0
         else:
@@ -206,7 +206,7 @@ class MetricsServer:
 
     def start(self) -> None:
         self.thread.start()
-        log.event("metrics.listening", address=self.address)
+        log.event(events.METRICS_LISTENING, address=self.address)
 
     def close(self) -> None:
         self.server.shutdown()

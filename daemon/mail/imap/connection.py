@@ -16,7 +16,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
 
-from daemon import log
+from daemon import events, log
 from daemon.config import MailboxConfig
 from daemon.errors import MailboxAuthError, MailboxError
 from daemon.mail.backoff import backoff_delay
@@ -83,9 +83,9 @@ class Connection:
         self._cursor.selected(validity)
         if self._ever_connected:
             self.reconnects += 1
-            log.event("imap.reconnected", host=self.cfg.host, attempts=self._failures)
+            log.event(events.IMAP_RECONNECTED, host=self.cfg.host, attempts=self._failures)
         else:
-            log.event("imap.connected", host=self.cfg.host, port=self.cfg.effective_port,
+            log.event(events.IMAP_CONNECTED, host=self.cfg.host, port=self.cfg.effective_port,
                       folder=self.cfg.folder, uidvalidity=validity, last_uid=self._cursor.last_uid,
                       idle=b"IDLE" in self.caps, move=b"MOVE" in self.caps)
         self._ever_connected = True
@@ -193,8 +193,8 @@ class Connection:
         delay = self._backoff_cap if auth else backoff_delay(self._failures, self._rng, cap=self._backoff_cap)
         self.next_attempt = time.monotonic() + delay
         self._last_error = describe(exc)
-        log.warning("imap.reconnecting", host=self.cfg.host, attempt=self._failures,
-                    delay=f"{delay:.1f}s", error=self._last_error)
+        log.event(events.IMAP_RECONNECTING, host=self.cfg.host, attempt=self._failures,
+                  delay=f"{delay:.1f}s", error=self._last_error)
 
 
 def logout(client: IMAPClient) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Iterable, Protocol
 
-from daemon import log
+from daemon import events, log
 from daemon.errors import MailboxError
 
 
@@ -54,8 +54,8 @@ class UidCursor:
     def selected(self, validity: int) -> None:
         """The folder was (re)selected with this UIDVALIDITY; a new one starts the folder over."""
         if self.uidvalidity is not None and validity != self.uidvalidity:
-            log.warning("imap.uidvalidity_changed", folder=self._folder, old=self.uidvalidity,
-                        new=validity, action="full_resync")
+            log.event(events.IMAP_UIDVALIDITY_CHANGED, folder=self._folder, old=self.uidvalidity,
+                      new=validity, action="full_resync")
             self.last_uid = 0
             self.seen_up_to = 0
             self._pending.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
-from daemon import log
+from daemon import events, log
 from daemon.config import MailboxConfig
 from models.message import Folder
 
@@ -43,9 +43,9 @@ def create_folder(client: IMAPClient, name: str) -> None:
     except IMAPClientError as exc:
         if not _already_exists(exc):
             raise
-        log.event("imap.folder_exists", folder=name)
+        log.event(events.IMAP_FOLDER_EXISTS, folder=name)
         return
-    log.event("imap.folder_created", folder=name)
+    log.event(events.IMAP_FOLDER_CREATED, folder=name)
 
 
 def _already_exists(exc: IMAPClientError) -> bool:

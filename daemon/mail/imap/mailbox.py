@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Iterator, Sequence
 
-from daemon import log
+from daemon import events, log
 from daemon.config import MailboxConfig
 from daemon.mail.backoff import RECONNECT_CAP
 from daemon.mail.imap import fetch
@@ -103,7 +103,7 @@ class ImapMailbox:
         for key, folder in items:
             uid = self._cursor.uid(key)
             if uid is None:
-                log.warning("imap.file_skipped", key=key, reason="uidvalidity_changed")
+                log.event(events.IMAP_FILE_SKIPPED, key=key, reason="uidvalidity_changed")
                 continue  # fetched again under its new key; its database row makes that a duplicate
             by_target.setdefault(folder_name(self._cfg, folder), []).append(uid)
         for target, uids in by_target.items():

@@ -21,7 +21,7 @@ import pytest
 from daemon.ops import cli
 from e2e import SMARTACCT, Install, good_fields, in_process, request_email
 
-COMMANDS = ["run", "process", "check", "requests", "outbox", "quarantine", "template", "config"]
+COMMANDS = ["run", "process", "check", "requests", "outbox", "quarantine", "stats", "template", "config"]
 BAD_KEY = "[workflow]\nno_such_key = 1\n"   # a ConfigError naming workflow.no_such_key
 
 
@@ -90,7 +90,7 @@ def test_every_command_has_its_own_help_that_says_more_than_its_name(tmp_path: P
         texts[path] = text
         assert "-c, --config FILE" in proc.stdout, path      # -c is accepted at every level
     assert len(set(texts.values())) == len(texts)            # no two alike
-    assert len(texts) == 17 and not (tmp_path / "var").exists()
+    assert len(texts) == 19 and not (tmp_path / "var").exists()
     short = [command_at(path).get_short_help_str(limit=200) for path in every_command() if path]
     assert all(short) and len(set(short)) == len(short)       # the lines of the command lists, too
 
@@ -101,7 +101,9 @@ def test_every_command_has_its_own_help_that_says_more_than_its_name(tmp_path: P
 def configs(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A good config, a bad one, and a folder whose ./config.toml is bad too."""
     (tmp_path / "good").mkdir()
-    good = Install(tmp_path / "good").config
+    made = Install(tmp_path / "good")
+    made.run_once()                    # its database and inbox exist
+    good = made.config
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_KEY)
     here = tmp_path / "here"
@@ -132,8 +134,11 @@ def test_smartacct_config_comes_after_c_and_before_the_local_file(configs: tuple
 
 def test_without_any_config_the_embedded_default_is_used(tmp_path: Path) -> None:
     proc = call("config", "check", cwd=tmp_path)
-    assert proc.stdout.splitlines()[0] == "database: ok"
-    assert "mailbox (maildir)" in proc.stdout and "smtp (maildir)" in proc.stdout
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[0].startswith("config: none: the embedded default")
+    assert f"database.url: {tmp_path}/var/smartacct.db: does not exist yet" in proc.stdout
+    assert "mailbox (maildir): ok" in proc.stdout and "smtp (maildir): ok" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- exit statuses ----------------------------------------------------------------------------------
@@ -145,6 +150,14 @@ def test_without_any_config_the_embedded_default_is_used(tmp_path: Path) -> None
     (("outbox", "retry", "x"), "'x' is not a valid integer"),
     (("outbox", "list", "--state", "lost"), "'lost' is not one of"),
     (("template", "--lang", "fr"), "'fr' is not one of"),
+    (("requests", "list", "--state", "bogus"),
+     "'bogus' is not one of 'awaiting_confirmation', 'pending_acceptance', 'active', 'rejected', 'expired', "
+     "'declined', 'cancelled', 'lapsed'"),
+    (("requests", "show", "SA-1"), "'SA-1' is not a request reference"),
+    (("requests", "cancel", "hello"), "'hello' is not a request reference"),
+    (("outbox", "show", "x"), "'x' is not a valid integer"),
+    (("stats", "--since", "30x"), "'30x' is not a duration like 30d, 12h"),
+    (("stats", "--since", "99999999999999999999d"), "is not a duration"),
     (("process",), "Missing argument 'FILE...'"),
     (("run", "--once", "extra"), "Got unexpected extra argument"),
 ])
@@ -166,6 +179,7 @@ def test_a_config_error_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> 
 
 def test_a_failing_command_exits_with_the_status_its_error_carries(tmp_path: Path) -> None:
     install = Install(tmp_path)
+    install.run_once()
     proc = install.cli("requests", "cancel", "SA-000099", check=False)
     assert (proc.returncode, proc.stderr) == (1, "smartacct: no request SA-000099\n")
     proc = install.cli("requests", "show", "SA-000099", check=False)
@@ -187,16 +201,17 @@ def test_the_executable_makes_a_whole_pass(tmp_path: Path) -> None:
 
 
 def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
-    """`smartacct requests list | head -1` over thousands of rows: head leaves after one line, and
+    """`smartacct requests list | head -2` over thousands of rows: head leaves after two lines, and
     smartacct ends without a word on stderr (no BrokenPipeError traceback)."""
     install = Install(tmp_path)
-    install.cli("requests", "list")   # makes the database
+    install.run_once()                 # makes the database
     _many_requests(install, 3000)      # far more than a pipe buffer holds
-    script = f'"{SMARTACCT}" -c "{install.config}" requests list 2>"$1" | head -1; echo "${{PIPESTATUS[0]}}" >"$2"'
+    script = f'"{SMARTACCT}" -c "{install.config}" requests list 2>"$1" | head -2; echo "${{PIPESTATUS[0]}}" >"$2"'
     err, status = install.root / "stderr", install.root / "status"
     proc = subprocess.run(["bash", "-c", script, "sh", str(err), str(status)], capture_output=True, text=True,
                           timeout=120, cwd=install.root)
-    assert proc.stdout.startswith("SA-003000  expired") and proc.stdout.count("\n") == 1
+    header, first = proc.stdout.splitlines()
+    assert header.startswith("REF  ") and first.startswith("SA-003000  expired") and proc.stdout.count("\n") == 2
     assert err.read_text() == ""
     assert status.read_text().strip() == "1"
 

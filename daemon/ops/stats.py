@@ -6,8 +6,9 @@ loaded into Python. The same SQL runs on SQLite and PostgreSQL; only the differe
 timestamps in seconds is spelled per dialect.
 
 `since` narrows every figure to what happened in the window: requests created, confirmations and
-acceptances made, decisions taken (accepted, declined, expired), emails written, messages
-quarantined. What comes next (the next 7 days) and what is queued now are always now.
+acceptances made, decisions taken (accepted, declined, expired), emails sent or failed (by when
+they were written), messages quarantined. What comes next (the next 7 days) and the emails queued
+now are always now.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ def compute(db: peewee.Database, now: dt.datetime, since: dt.datetime | None = N
     soonest.sort(key=lambda u: (u.at or "", u.ref))
 
     emails = {s.value: 0 for s in OutboxState}
+    queued_now = OutboxRow.state == OutboxState.queued.value      # what waits is counted whenever it was written
     emails.update(_grouped(OutboxRow.select(OutboxRow.state, peewee.fn.COUNT(OutboxRow.id)), OutboxRow.state,
-                           OutboxRow.created_at >= since if since else None))
+                           queued_now | (OutboxRow.created_at >= since) if since else None))
     quarantined = IncomingMessage.outcome == Outcome.quarantined.value
     if since:
         quarantined &= IncomingMessage.handled_at >= since

@@ -109,8 +109,9 @@ class App:
 
 
 def build(config: Config, *, clock: Clock | None = None, notifier: Notifier | None = None,
-          budget: float = MESSAGE_BUDGET) -> App:
-    db = open_database(config.database.url)
+          budget: float = MESSAGE_BUDGET, create: bool = True) -> App:
+    """create=False: a database that does not exist yet is refused, not made (the admin commands)."""
+    db = open_database(config.database.url, create=create)
     return App(config=config, clock=clock or SystemClock(), db=db, renderer=Renderer(config.smtp.from_address),
                notifier=notifier or Notifier({}), budget=budget)
 

@@ -13,14 +13,23 @@ from models.base import database_proxy
 from models.migrations import migrate
 
 
-def open_database(url: str) -> peewee.Database:
+class NotCreated(DatabaseError):
+    """open_database(create=False) found no database of ours where the config points."""
+
+
+def open_database(url: str, *, create: bool = True) -> peewee.Database:
     """The one process-wide setup: every model is bound to the database opened here.
 
     A SQLite file that cannot be opened or made is a DatabaseError naming the path; a
     PostgreSQL server that does not answer stays peewee's OperationalError, which callers
-    treat as "away for now" and retry.
+    treat as "away for now" and retry. With create=False (the admin commands) a database
+    without our tables is a DatabaseError instead of a new empty one: a command run with
+    the wrong config must not start a second, empty installation.
     """
-    db = _connect(url)
+    path = sqlite_path(url)
+    if not create and path is not None and path != ":memory:" and not Path(path).is_file():
+        raise NotCreated(f"the database {path} does not exist yet (`smartacct run` creates it)")
+    db = _connect(url, create=create)
     database_proxy.initialize(db)
     try:
         db.connect(reuse_if_open=True)
@@ -29,17 +38,54 @@ def open_database(url: str) -> peewee.Database:
             raise DatabaseError(f"cannot open the database {db.database}: SQLite says {exc} "
                                 f"({_WHERE})") from None
         raise
+    if not create and not db.table_exists("schema_version"):
+        db.close()
+        raise NotCreated(f"the database {path or _name(url)} has no smartacct tables yet "
+                            "(`smartacct run` creates them)")
     migrate(db)
     return db
+
+
+def probe(url: str) -> int | None:
+    """For `config check`: the schema version of the database at `url`, None when it has none of
+    our tables yet (or, for SQLite, no file). Connects, reads, and creates and migrates nothing."""
+    path = sqlite_path(url)
+    if path is not None and path != ":memory:" and not Path(path).is_file():
+        return None
+    db = _connect(url, create=False)
+    try:
+        db.connect()
+    except peewee.OperationalError as exc:
+        if isinstance(db, peewee.SqliteDatabase):
+            raise DatabaseError(f"cannot open the database {db.database}: SQLite says {exc} ({_WHERE})") from None
+        raise
+    try:
+        if not db.table_exists("schema_version"):
+            return None
+        row = db.execute_sql("SELECT MAX(version) FROM schema_version").fetchone()  # type: ignore[no-untyped-call]
+        return int(row[0]) if row and row[0] is not None else None
+    finally:
+        db.close()
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a sqlite:/// URL names (":memory:" for none); None for any other database."""
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else None
+
+
+def _name(url: str) -> str:
+    """A PostgreSQL URL without its password, to name it in a message."""
+    parsed = urlparse(url)
+    return f"{unquote(parsed.path.lstrip('/'))} on {parsed.hostname or 'localhost'}"
 
 
 _WHERE = "database.url must name a file in a folder this user can write"
 
 
-def _connect(url: str) -> peewee.Database:
-    if url.startswith("sqlite:///"):
-        path = url[len("sqlite:///"):]
-        if path != ":memory:":
+def _connect(url: str, create: bool = True) -> peewee.Database:
+    path = sqlite_path(url)
+    if path is not None:
+        if path != ":memory:" and create:
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

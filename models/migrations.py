@@ -147,6 +147,10 @@ STEPS: list[tuple[int, str, list[Step]]] = [
         "CREATE INDEX outbox_sent ON outbox (recipient, sent_at)",
         lambda db: _hash_and_redact(db),
     ]),
+    (6, "outbox: the Maildir file an email became", [
+        # `outbox list` relates its rows to the files in smtp.path (issue 15).
+        "ALTER TABLE outbox ADD COLUMN maildir_file VARCHAR(255)",
+    ]),
 ]
 
 def _hash_and_redact(db: peewee.Database) -> None:

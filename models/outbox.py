@@ -37,6 +37,7 @@ class OutboxRow(BaseModel):
     sent_at = UtcDateTimeField(null=True)
     last_error = SafeTextField(null=True)
     topic = SafeCharField(max_length=200, null=True)
+    maildir_file = SafeCharField(max_length=255, null=True)   # the file it became, with the Maildir backend
 
     class Meta:
         table_name = "outbox"
@@ -45,6 +46,7 @@ class OutboxRow(BaseModel):
 MASK = b"[redacted]"
 _HEAD_LIMIT = 16_384                      # our own header is far shorter
 _REPLY_CODE = re.compile(rb"^Reply-To:[^\r\n]*\+([a-z2-7]{26})@", re.MULTILINE | re.IGNORECASE)
+_ID_FIELDS = re.compile(rb"^(?:Message-ID|In-Reply-To|References):([^\r\n]*)", re.MULTILINE | re.IGNORECASE)
 _OWN_ID = re.compile(rb"^Message-ID:[ \t]*<[^<>@\s]+@([^<>@\s]+)>", re.MULTILINE | re.IGNORECASE)
 
 
@@ -56,13 +58,19 @@ def redacted(raw: bytes) -> bytes:
     """Our own email with its reply code and every Message-ID of ours (its own, and those of our
     earlier emails it threads to) masked wherever they appear, also where quoted-printable broke
     a line inside them (`=` CRLF)."""
+    for secret in secrets_in(raw):
+        raw = re.sub(b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in secret), MASK, raw)
+    return raw
+
+
+def secrets_in(raw: bytes) -> list[bytes]:
+    """What redacted() masks: the reply code and our own Message-IDs, as the header names them."""
     end = raw.find(b"\r\n\r\n", 0, _HEAD_LIMIT)
     head = raw[:end if end >= 0 else _HEAD_LIMIT]
     secrets = [m.group(1) for m in _REPLY_CODE.finditer(head)]
     own = _OWN_ID.search(head)
     if own is not None:
-        domain = re.escape(own.group(1))
-        secrets += re.findall(rb"<([^<>@\s]+)@" + domain + rb">", head, re.IGNORECASE)
-    for secret in dict.fromkeys(secrets):
-        raw = re.sub(b"(?:=\r\n)?".join(re.escape(bytes([c])) for c in secret), MASK, raw)
-    return raw
+        # Only where Message-IDs stand: `From: Smart Accounts <smart-accounts@…>` has the same form.
+        ids = b" ".join(m.group(1) for m in _ID_FIELDS.finditer(re.sub(rb"\r\n[ \t]+", b" ", head)))
+        secrets += re.findall(rb"<([^<>@\s]+)@" + re.escape(own.group(1)) + rb">", ids, re.IGNORECASE)
+    return list(dict.fromkeys(secrets))

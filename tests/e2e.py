@@ -295,6 +295,16 @@ class Daemon:
             self.proc.wait()
 
 
+def table(text: str) -> list[dict[str, str]]:
+    """The rows of a table the CLI printed (a header, then columns two or more spaces apart; no
+    value holds two spaces in a row), as dicts by header."""
+    header, *lines = text.splitlines()
+    names = re.split(r"\s{2,}", header.strip())
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines]
+    assert all(len(row) == len(names) for row in rows), (names, rows)
+    return [dict(zip(names, row)) for row in rows]
+
+
 def as_sent(raw: bytes) -> Sent:
     """An email read from a real mailbox, for reply()."""
     return Sent(Path("imap"), _parse(raw))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e import OUR_ADDRESS, Install, Sent, good_fields, reply, request_email
+from e2e import OUR_ADDRESS, Install, Sent, as_sent, good_fields, reply, request_email, table
 from servers import Dovecot, SmtpRelay
 
 PARTNER = "paula@partner.example"
@@ -112,7 +112,8 @@ def test_cancel_refuses_closed_and_unknown_requests(install: Install) -> None:
     error = fails(install, "requests", "cancel", "SA-000001")
     assert "SA-000001 is cancelled" in error and "only an open request" in error
     assert "no request SA-000042" in fails(install, "requests", "cancel", "SA-000042")
-    assert "not a request reference" in fails(install, "requests", "cancel", "hello")
+    proc = install.cli("requests", "cancel", "hello", check=False)
+    assert proc.returncode == 2 and "'hello' is not a request reference" in proc.stderr   # a usage error
     assert install.new_sent() == []
     assert install.log().count("request.cancelled") == 1
 
@@ -147,8 +148,10 @@ def test_a_failed_email_is_listed_and_sent_after_retry(relayed: Install, dovecot
     assert "550" in str(row["last_error"]) and row["created_at"]
     assert outbox(relayed, "--state", "queued") == []
     assert outbox(relayed, "--state", "failed") == [row]
-    text = relayed.cli("outbox", "list").stdout
-    assert f"#{row['id']}" in text and "failed" in text and "review" in text and "550" in text
+    [listed] = table(relayed.cli("outbox", "list").stdout)
+    assert listed["ID"] == str(row["id"]) and listed["REF"] == "SA-000001" and listed["KIND"] == "review"
+    assert listed["RECIPIENT"] == PARTNER and listed["STATE"] == "failed" and listed["ATTEMPTS"] == "1"
+    assert "550" in listed["LAST ERROR"] and "FILE" not in listed      # no Maildir behind SMTP
 
     smtp_server.clear()   # the admin has fixed the partner's mailbox
     out = relayed.cli("outbox", "retry", str(row["id"])).stdout
@@ -173,7 +176,7 @@ def test_a_failed_email_is_listed_and_sent_after_retry(relayed: Install, dovecot
 
 @pytest.mark.both_databases
 def test_a_quarantined_message_is_listed_and_handled_after_retry(install: Install) -> None:
-    install.cli("requests", "list")   # creates the database
+    install.run_once()                # creates the database
     poison(install)
     name = install.drop(request_email(good_fields(), sender=POISON, subject="Please set up Acme"))
     install.run_once()
@@ -187,8 +190,9 @@ def test_a_quarantined_message_is_listed_and_handled_after_retry(install: Instal
     [q] = json.loads(install.cli("quarantine", "list", "--json").stdout)
     assert q["key"] == name and q["sender"] == POISON and q["subject"] == "Please set up Acme"
     assert q["attempts"] == 3 and "poisoned" in q["last_error"] and q["quarantined_at"] and q["message_id"]
-    text = install.cli("quarantine", "list").stdout
-    assert f"#{q['id']}" in text and POISON in text and "poisoned" in text
+    [listed] = table(install.cli("quarantine", "list").stdout)
+    assert listed["ID"] == str(q["id"]) and listed["SENDER"] == POISON and listed["ATTEMPTS"] == "3"
+    assert listed["SUBJECT"] == "Please set up Acme" and listed["KEY"] == name and "poisoned" in listed["LAST ERROR"]
 
     cure(install)   # the admin fixed the bug
     out = install.cli("quarantine", "retry", str(q["id"])).stdout
@@ -218,7 +222,7 @@ def test_quarantine_retry_over_imap_moves_the_message_back_to_the_inbox(tmp_path
         f'username = "{shared}"\npassword_env = "IMAP_PASSWORD"\n'
         '[smtp]\nbackend = "maildir"\npath = "var/outbox"\n'))
     install.env["IMAP_PASSWORD"] = "secret"
-    install.cli("requests", "list")
+    install.run_once()
     poison(install)
     with_id = request_email(good_fields(), sender=POISON)
     without_id = request_email(good_fields("beta.example", account_name="Beta Labs"), sender=POISON)
@@ -240,3 +244,75 @@ def test_quarantine_retry_over_imap_moves_the_message_back_to_the_inbox(tmp_path
     assert sorted(r["account_domain"] for r in install.requests()) == ["acme.example", "beta.example"]
     assert sorted(s.to for s in install.new_sent()) == [POISON, POISON]
     assert "is not quarantined" in fails(install, "quarantine", "retry", str(quarantined[0]["id"]))
+
+
+# --- outbox show / the Maildir file -----------------------------------------------------------------
+
+NAME = "Müller Robotik — Süd"   # non-ASCII: an encoded-word Subject and a quoted-printable body
+
+
+def shown(install: Install, email_id: object) -> str:
+    return install.cli("outbox", "show", str(email_id)).stdout
+
+
+def test_outbox_show_is_the_email_as_its_reader_sees_it_without_the_code(install: Install) -> None:
+    review = submit(install, account_name=NAME)
+    install.drop(reply(review, "CONFIRM"))
+    install.run_once()
+    rows = {r["kind"]: r for r in outbox(install)}
+    sent = {s.to: s for s in install.new_sent()}
+    raw = review.path.read_bytes()
+    assert b"=E2=80=94" in raw or b"?utf-8?" in raw.lower()          # what `cat` showed the admin
+
+    text = shown(install, rows["review"]["id"])
+    head, body = text.split("\n\n", 1)
+    names = [line.split(":", 1)[0] for line in head.splitlines()]
+    assert names == ["From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "Reply-To"]
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in head.splitlines()}
+    assert fields["In-Reply-To"].endswith("@partner.example>")        # the partner's own id, not ours
+    assert fields["From"] == f"Smart Accounts <{OUR_ADDRESS}>" and fields["To"] == PARTNER
+    assert fields["Subject"] == review.subject and NAME in fields["Subject"]   # decoded
+    assert fields["Message-ID"] == "<[redacted]@example.com>"
+    assert fields["Reply-To"] == "smart-accounts+[redacted]@example.com"
+    assert f"Account name — {NAME}" in body and body == body.replace("=E2", "")   # the text part, decoded
+    assert "<html" not in body.lower() and "<p" not in body and "Content-Type" not in text
+    assert "Code: [redacted]" in body and text.endswith("\n")
+
+    # A threaded email names the one it answers (the partner's CONFIRM); nowhere a code or an id of ours.
+    threaded = shown(install, rows["request_complete"]["id"])
+    assert any(line.startswith("In-Reply-To:") and line.endswith("@partner.example>") for line in threaded.splitlines())
+    secrets = {review.token, str(review.msg["Message-ID"]).strip("<>").split("@")[0],
+               sent[CUSTOMER].token, str(sent[CUSTOMER].msg["Message-ID"]).strip("<>").split("@")[0]}
+    for row in rows.values():
+        out = shown(install, row["id"])
+        assert not any(secret and secret in out for secret in secrets), row["kind"]
+
+    proc = install.cli("outbox", "show", "4242", check=False)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr.startswith("smartacct: no email #4242 in the outbox")
+
+
+def test_outbox_show_masks_the_code_of_an_email_still_queued(tmp_path: Path) -> None:
+    """A queued email is stored whole (its code must still work once sent): show masks it itself."""
+    install = Install(tmp_path, backends='[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
+                                         '[smtp]\nbackend = "maildir"\npath = "/proc/smartacct-outbox"\n')
+    install.drop(request_email(good_fields(account_name=NAME)))
+    install.run_once()
+    [row] = outbox(install)
+    assert row["state"] == "queued" and row["file"] is None
+    [(body,)] = install.query("SELECT body FROM outbox")
+    stored = as_sent(bytes(body))
+    assert stored.token and stored.token.encode() in bytes(body)    # the live code, at rest until sent
+    text = shown(install, row["id"])
+    assert stored.token not in text and "Code: [redacted]" in text and NAME in text
+    assert str(stored.msg["Message-ID"]).strip("<>").split("@")[0] not in text
+
+
+def test_outbox_list_names_the_maildir_file_each_email_became(install: Install) -> None:
+    submit(install)
+    [row] = outbox(install)
+    files = [p.name for p in (install.outbox / "new").iterdir()]
+    assert row["file"] in files and len(files) == 1
+    [listed] = table(install.cli("outbox", "list").stdout)
+    assert listed["FILE"] == row["file"] and listed["STATE"] == "sent" and listed["LAST ERROR"] == "-"
+    assert list(listed) == ["ID", "REF", "KIND", "RECIPIENT", "STATE", "ATTEMPTS", "CREATED", "FILE", "LAST ERROR"]

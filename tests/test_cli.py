@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import re
 import subprocess
 from pathlib import Path
 from typing import Iterator
@@ -19,9 +20,10 @@ import peewee
 import pytest
 
 from daemon.ops import cli
-from e2e import SMARTACCT, Install, good_fields, in_process, request_email
+from e2e import SMARTACCT, Install, good_fields, in_process, request_email, table
+from pg import Postgres
 
-COMMANDS = ["run", "process", "check", "requests", "outbox", "quarantine", "template", "config"]
+COMMANDS = ["run", "process", "check", "requests", "outbox", "quarantine", "stats", "template", "config"]
 BAD_KEY = "[workflow]\nno_such_key = 1\n"   # a ConfigError naming workflow.no_such_key
 
 
@@ -90,7 +92,7 @@ def test_every_command_has_its_own_help_that_says_more_than_its_name(tmp_path: P
         texts[path] = text
         assert "-c, --config FILE" in proc.stdout, path      # -c is accepted at every level
     assert len(set(texts.values())) == len(texts)            # no two alike
-    assert len(texts) == 17 and not (tmp_path / "var").exists()
+    assert len(texts) == 19 and not (tmp_path / "var").exists()
     short = [command_at(path).get_short_help_str(limit=200) for path in every_command() if path]
     assert all(short) and len(set(short)) == len(short)       # the lines of the command lists, too
 
@@ -101,7 +103,9 @@ def test_every_command_has_its_own_help_that_says_more_than_its_name(tmp_path: P
 def configs(tmp_path: Path) -> tuple[Path, Path, Path]:
     """A good config, a bad one, and a folder whose ./config.toml is bad too."""
     (tmp_path / "good").mkdir()
-    good = Install(tmp_path / "good").config
+    made = Install(tmp_path / "good")
+    made.run_once()                    # its database and inbox exist
+    good = made.config
     bad = tmp_path / "bad.toml"
     bad.write_text(BAD_KEY)
     here = tmp_path / "here"
@@ -132,8 +136,11 @@ def test_smartacct_config_comes_after_c_and_before_the_local_file(configs: tuple
 
 def test_without_any_config_the_embedded_default_is_used(tmp_path: Path) -> None:
     proc = call("config", "check", cwd=tmp_path)
-    assert proc.stdout.splitlines()[0] == "database: ok"
-    assert "mailbox (maildir)" in proc.stdout and "smtp (maildir)" in proc.stdout
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[0].startswith("config: none: the embedded default")
+    assert f"database.url: {tmp_path}/var/smartacct.db: does not exist yet" in proc.stdout
+    assert "mailbox (maildir): ok" in proc.stdout and "smtp (maildir): ok" in proc.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- exit statuses ----------------------------------------------------------------------------------
@@ -145,6 +152,14 @@ def test_without_any_config_the_embedded_default_is_used(tmp_path: Path) -> None
     (("outbox", "retry", "x"), "'x' is not a valid integer"),
     (("outbox", "list", "--state", "lost"), "'lost' is not one of"),
     (("template", "--lang", "fr"), "'fr' is not one of"),
+    (("requests", "list", "--state", "bogus"),
+     "'bogus' is not one of 'awaiting_confirmation', 'pending_acceptance', 'active', 'rejected', 'expired', "
+     "'declined', 'cancelled', 'lapsed'"),
+    (("requests", "show", "SA-1"), "'SA-1' is not a request reference"),
+    (("requests", "cancel", "hello"), "'hello' is not a request reference"),
+    (("outbox", "show", "x"), "'x' is not a valid integer"),
+    (("stats", "--since", "30x"), "'30x' is not a duration like 30d, 12h"),
+    (("stats", "--since", "99999999999999999999d"), "is not a duration"),
     (("process",), "Missing argument 'FILE...'"),
     (("run", "--once", "extra"), "Got unexpected extra argument"),
 ])
@@ -166,6 +181,7 @@ def test_a_config_error_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> 
 
 def test_a_failing_command_exits_with_the_status_its_error_carries(tmp_path: Path) -> None:
     install = Install(tmp_path)
+    install.run_once()
     proc = install.cli("requests", "cancel", "SA-000099", check=False)
     assert (proc.returncode, proc.stderr) == (1, "smartacct: no request SA-000099\n")
     proc = install.cli("requests", "show", "SA-000099", check=False)
@@ -187,16 +203,17 @@ def test_the_executable_makes_a_whole_pass(tmp_path: Path) -> None:
 
 
 def test_output_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
-    """`smartacct requests list | head -1` over thousands of rows: head leaves after one line, and
+    """`smartacct requests list | head -2` over thousands of rows: head leaves after two lines, and
     smartacct ends without a word on stderr (no BrokenPipeError traceback)."""
     install = Install(tmp_path)
-    install.cli("requests", "list")   # makes the database
+    install.run_once()                 # makes the database
     _many_requests(install, 3000)      # far more than a pipe buffer holds
-    script = f'"{SMARTACCT}" -c "{install.config}" requests list 2>"$1" | head -1; echo "${{PIPESTATUS[0]}}" >"$2"'
+    script = f'"{SMARTACCT}" -c "{install.config}" requests list 2>"$1" | head -2; echo "${{PIPESTATUS[0]}}" >"$2"'
     err, status = install.root / "stderr", install.root / "status"
     proc = subprocess.run(["bash", "-c", script, "sh", str(err), str(status)], capture_output=True, text=True,
                           timeout=120, cwd=install.root)
-    assert proc.stdout.startswith("SA-003000  expired") and proc.stdout.count("\n") == 1
+    header, first = proc.stdout.splitlines()
+    assert header.startswith("REF  ") and first.startswith("SA-003000  expired") and proc.stdout.count("\n") == 2
     assert err.read_text() == ""
     assert status.read_text().strip() == "1"
 
@@ -220,3 +237,144 @@ def _many_requests(install: Install, n: int) -> None:
     finally:
         db.close()
         database_proxy.initialize(saved)
+
+
+# --- what the admin reads (issue 15) ------------------------------------------------------------------
+
+LONG = "customer.with.a.very.long.address.for.approvals@subsidiary.department.long-domain.example"
+
+
+def starts(header: str) -> list[int]:
+    """Where each column of a table starts, by its header."""
+    return [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+
+
+def test_requests_list_has_a_header_and_columns_that_stay_aligned(tmp_path: Path) -> None:
+    install = Install(tmp_path)
+    install.drop(request_email(good_fields()))
+    install.drop(request_email(good_fields("subsidiary.department.long-domain.example", customer_email=LONG,
+                                           account_name="Ünïcode Långname Robotics International Holdings")))
+    install.run_once()
+    text = install.cli("requests", "list").stdout
+    header, *lines = text.splitlines()
+    assert header.split() == ["REF", "STATE", "ACCOUNT", "DOMAIN", "CUSTOMER", "PARTNER", "CREATED"]
+    assert len(lines) == 2 and LONG not in text and "…" in text            # cut, not spilling over
+    for line in lines:                                                     # every column starts under its header
+        assert all(line[at - 2:at] == "  " and line[at] != " " for at in starts(header)[1:]), line
+    rows = table(text)
+    assert [r["ACCOUNT"] for r in rows] == ["Ünïcode Långname Robotics I…", "Acme Robotics"]   # 28 wide
+    assert rows[1]["PARTNER"] == "paula@partner.example" and rows[1]["CUSTOMER"] == "carla@acme.example"
+    assert rows[0]["CUSTOMER"].endswith("…") and LONG.startswith(rows[0]["CUSTOMER"][:-1])
+    assert [r["state"] for r in install.requests("--state", "awaiting_confirmation")] == ["awaiting_confirmation"] * 2
+    assert install.requests("--state", "active") == []
+
+
+def test_requests_show_prints_every_field_of_its_json(tmp_path: Path) -> None:
+    install = Install(tmp_path)
+    install.drop(request_email(good_fields(note_to_customer="Please accept soon.")))
+    install.run_once()
+    data = install.show("SA-000001")
+    text = install.cli("requests", "show", "SA-000001").stdout
+    lines = text.splitlines()
+    for key, value in data.items():
+        if key in ("events", "emails"):
+            continue
+        [line] = [li for li in lines if li.split(" ", 1)[0] == key]
+        shown = line[len(key):].strip()
+        expected = ", ".join(value) if isinstance(value, list) else "-" if value in (None, "") else str(value)
+        assert shown == expected, key
+    assert "user_emails        dev1@acme.example, dev2@acme.example" in lines and "['" not in text
+    assert "note_to_users      Licences are under Inventory." in lines and "reminders_sent     0" in lines
+    timeline = table(text.split("\ntimeline:\n", 1)[1].split("\n\nemails:\n", 1)[0])
+    assert [e["EVENT"] for e in timeline] == [e["name"] for e in data["events"]]
+    emails = table(text.split("\n\nemails:\n", 1)[1])
+    assert [(e["ID"], e["KIND"], e["TO"], e["STATE"]) for e in emails] == \
+        [(str(e["id"]), e["kind"], e["to"], e["state"]) for e in data["emails"]]
+
+
+def test_a_malformed_reference_is_told_apart_from_an_unknown_one(tmp_path: Path) -> None:
+    install = Install(tmp_path)
+    install.run_once()
+    proc = install.cli("requests", "show", "SA-1", check=False)
+    assert proc.returncode == 2 and "'SA-1' is not a request reference" in proc.stderr
+    proc = install.cli("requests", "show", "SA-999999", check=False)
+    assert (proc.returncode, proc.stderr) == (1, "smartacct: no request SA-999999\n")
+
+
+def test_the_blank_form_ends_with_a_new_line(tmp_path: Path) -> None:
+    for lang in ("en", "de"):
+        out = call("template", "--lang", lang, cwd=tmp_path).stdout
+        assert out.endswith(": \n") and not out.endswith("\n\n")
+
+
+REFUSING = [("requests", "list"), ("requests", "show", "SA-000001"), ("requests", "cancel", "SA-000001"),
+            ("outbox", "list"), ("outbox", "show", "1"), ("outbox", "retry", "1"), ("quarantine", "list"),
+            ("quarantine", "retry", "1"), ("check",), ("stats",)]
+
+
+def test_commands_other_than_run_and_process_refuse_a_database_or_inbox_not_made_yet(tmp_path: Path) -> None:
+    install = Install(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv in REFUSING:
+        proc = install.cli(*argv, check=False)
+        assert (proc.returncode, proc.stdout) == (1, ""), argv
+        assert proc.stderr == (f"smartacct: the database {tmp_path}/var/smartacct.db does not exist yet "
+                               f"(`smartacct run` creates it); database.url in the config {install.config}\n"), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == before            # not even the log file
+
+    eml = tmp_path / "request.eml"
+    eml.write_bytes(bytes(request_email(good_fields())))
+    assert install.cli("process", str(eml)).stdout == f"{eml}: processed\n"   # process makes the database
+    assert (tmp_path / "var" / "smartacct.db").is_file() and not install.inbox.exists()
+    for argv in REFUSING:
+        proc = install.cli(*argv, check=False)
+        assert proc.returncode == 1 and proc.stderr == (
+            f"smartacct: the inbox Maildir {install.inbox} does not exist yet (`smartacct run` creates it); "
+            f"mailbox.path in the config {install.config}\n"), argv
+    assert not install.inbox.exists()
+    install.run_once()                                                     # run makes the inbox
+    assert install.inbox.is_dir() and len(table(install.cli("requests", "list").stdout)) == 1
+
+
+def test_a_postgresql_database_without_our_tables_is_refused_too(tmp_path: Path, postgres: Postgres) -> None:
+    postgres.sql("CREATE DATABASE admin_empty")
+    try:
+        install = Install(tmp_path, database_url=postgres.url("admin_empty"))
+        install.drop(request_email(good_fields()))                          # the inbox exists
+        proc = install.cli("requests", "list", check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.startswith("smartacct: the database admin_empty on 127.0.0.1 has no smartacct tables yet")
+        assert "database.url in the config" in proc.stderr and "@" not in proc.stderr
+        assert "database: ok (no smartacct tables yet" in install.cli("config", "check").stdout
+        install.run_once()
+        assert [r["state"] for r in install.requests()] == ["awaiting_confirmation"]
+    finally:
+        postgres.sql("DROP DATABASE admin_empty WITH (FORCE)")
+
+
+def test_config_check_names_the_file_and_every_path_and_creates_nothing(tmp_path: Path) -> None:
+    install = Install(tmp_path)
+    install.drop(request_email(good_fields()))
+    install.run_once()                                                     # every path exists now
+    typo = install.backends.replace('path = "var/inbox"', 'path = "var/inbx"')
+    install.config.write_text(install.config.read_text().replace(install.backends, typo))
+    install.log_file.unlink()
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    lines = install.cli("config", "check").stdout.splitlines()
+    assert lines[:5] == [
+        f"config: {install.config}",
+        f"mailbox.path: {tmp_path}/var/inbx: does not exist yet (`smartacct run` creates it)",
+        f"smtp.path: {tmp_path}/var/outbox: exists",
+        f"database.url: {tmp_path}/var/smartacct.db: exists",
+        f"logging.file: {tmp_path}/smartacct.log: does not exist yet (`smartacct run` creates it)",
+    ]
+    assert lines[5:] == ["database: ok",
+                         "mailbox (maildir): ok (the inbox does not exist yet: `smartacct run` creates it; "
+                         "mail delivered elsewhere is never read)",
+                         "smtp (maildir): ok"]
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before          # reports, never creates
+
+    deep = Path("/nonexistent-smartacct/deep/inbox")
+    install.config.write_text(install.config.read_text().replace('"var/inbx"', f'"{deep}"'))
+    out = install.cli("config", "check").stdout
+    assert f"mailbox.path: {deep}: does not exist yet" in out and not Path("/nonexistent-smartacct").exists()

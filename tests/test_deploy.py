@@ -236,7 +236,12 @@ def test_the_service_user_reads_its_config_and_secrets_and_config_check_reports(
     assert "config error" not in proc.stderr and "ermission denied" not in proc.stdout + proc.stderr
     report = proc.stdout
     assert "database" in report and "mailbox (imap)" in report and "smtp (smtp)" in report
-    assert _owner_mode(root_fs / "/var/log/smartacct/smartacct.log") == (uid, gid, 0o600)   # UMask-like: its own
+    log_file = root_fs / "/var/log/smartacct/smartacct.log"
+    assert f"config: {config}" in report.splitlines()
+    assert f"logging.file: {log_file}: does not exist yet (`smartacct run` creates it)" in report.splitlines()
+    assert not log_file.exists()                                           # config check reports, never creates
+    assert root_fs.as_user(uid, gid, command, "template", env={"SMARTACCT_CONFIG": str(config)}).returncode == 0
+    assert _owner_mode(log_file) == (uid, gid, 0o600)   # UMask-like: its own
     # Without the secrets, the config does not load, and says which key.
     (root_fs / "/etc/smartacct/secrets.env").write_text("")
     proc = root_fs.as_user(uid, gid, command, "config", "check", env={"SMARTACCT_CONFIG": str(config)})

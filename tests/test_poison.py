@@ -52,7 +52,7 @@ def big_request(domain: str) -> bytes:
 
 
 def test_a_message_over_its_budget_is_quarantined_and_the_others_are_handled(install: Install) -> None:
-    install.cli("requests", "list")   # creates the database before the in-process run
+    install.run_once()                # creates the database before the in-process run
     before = install.drop(request_email(good_fields("before.example")))
     poison = install.drop(big_request("poison.example"))
     after = install.drop(request_email(good_fields("after.example")))
@@ -76,8 +76,8 @@ def test_a_message_in_hand_when_a_process_died_is_handled_in_a_child_and_not_cha
     import hashlib
 
     raw = bytes(request_email(good_fields()))
+    install.run_once()                # creates the database, with nothing to handle yet
     name = install.drop(raw)
-    install.cli("requests", "list")
     # What a SIGKILL in the middle of handling leaves behind: the message held by a dead process.
     install.query_write("INSERT INTO attempt (raw_hash, mailbox_key, holder, held_since, first_seen, failures, "
                         f"interrupted) VALUES ('{hashlib.sha256(raw).hexdigest()}', '{name}', 'gone:1:x', "
@@ -96,7 +96,7 @@ def test_a_race_is_retried_and_never_charged(tmp_path: Path, postgres: Postgres)
     """A unique violation when the request is written (another instance took the domain this
     instant) rolls back and tries again: no failure is charged, the request is recorded."""
     install = Install(tmp_path, database_url=postgres.fresh_database())
-    install.cli("requests", "list")
+    install.run_once()
     install.query_write("CREATE SEQUENCE once; CREATE FUNCTION race() RETURNS trigger LANGUAGE plpgsql AS $$ "
                         "BEGIN IF nextval('once') <= 2 THEN RAISE EXCEPTION 'taken' USING ERRCODE = "
                         "'unique_violation'; END IF; RETURN NEW; END $$; CREATE TRIGGER race BEFORE INSERT ON "
@@ -143,10 +143,10 @@ def test_killing_the_daemon_while_it_holds_a_healthy_message_never_quarantines_i
     restart and SIGKILL a few ms after the 50th message.duplicate, i.e. while the next message,
     the one in hand at the first kill, is being handled again."""
     rng = seeded("kills")
+    install.run_once()                # creates the database, with nothing to handle yet
     for n in range(200):   # one partner each: the hourly cap per address is not what this is about
         install.drop(request_email(good_fields(f"d{n:03d}.example", account_name=f"Company {n}"),
                                    sender=f"p{n}@partner.example"))
-    install.cli("requests", "list")
 
     watch = LogWatch(install)
     proc = start(install)

@@ -155,7 +155,9 @@ def test_no_code_or_code_bearing_message_id_is_readable_at_rest_or_in_output(ins
     stored = b"".join(bytes(b) for (b,) in install.query("SELECT body FROM outbox WHERE state = 'sent'"))
     columns = repr(install.query("SELECT * FROM incoming_message")) + repr(install.query("SELECT * FROM reply_token"))
     outputs = [install.cli("outbox", "list", "--json").stdout, install.cli("outbox", "list").stdout,
-               install.cli("requests", "show", "SA-000001", "--json").stdout, install.log()]
+               install.cli("requests", "show", "SA-000001", "--json").stdout, install.log(),
+               *(install.cli("outbox", "show", str(row["id"])).stdout
+                 for row in json.loads(install.cli("outbox", "list", "--json").stdout))]
     for secret in secrets:
         assert secret.encode() not in stored and secret not in columns, secret
         assert not any(secret in text for text in outputs), secret

@@ -101,7 +101,7 @@ class Outbox:
                         held[row.recipient] = (held.get(row.recipient, (0, until))[0] + 1, until)
                         continue
                     try:
-                        session.send(bytes(row.body), sender, [row.recipient], row.message_id_hash)
+                        where = session.send(bytes(row.body), sender, [row.recipient], row.message_id_hash)
                     except SessionFailure as exc:
                         # Not this email's fault: it stays queued as it was, with the reason to read.
                         OutboxRow.update(last_error=str(exc)[:1000]).where(OutboxRow.id == row.id).execute()
@@ -112,7 +112,7 @@ class Outbox:
                     except PermanentFailure as exc:
                         self._permanent(row, exc, result)
                     else:
-                        self._sent(row, result)
+                        self._sent(row, result, where)
                         sent[row.recipient].append(self.store.clock.now())
                     answered = True
         for recipient, (count, until) in held.items():
@@ -174,11 +174,12 @@ class Outbox:
         now = OutboxRow._meta.fields["next_try_at"].db_value(self.store.clock.now())
         return next(iter(peewee.ModelRaw(OutboxRow, sql, (now,)).execute()), None)
 
-    def _sent(self, row: OutboxRow, result: DrainResult) -> None:
+    def _sent(self, row: OutboxRow, result: DrainResult, where: str | None = None) -> None:
         now = self.store.clock.now()
-        # Sent: the stored copy keeps no usable code (DESIGN §3).
+        # Sent: the stored copy keeps no usable code (DESIGN §3). `where`: the Maildir file, for `outbox list`.
         OutboxRow.update(state=OutboxState.sent.value, sent_at=now, attempts=OutboxRow.attempts + 1,
-                         last_error=None, body=redacted(bytes(row.body))).where(OutboxRow.id == row.id).execute()
+                         last_error=None, body=redacted(bytes(row.body)),
+                         maildir_file=where or row.maildir_file).where(OutboxRow.id == row.id).execute()
         result.sent += 1
         self.metrics.emails_sent.labels(row.kind).inc()
         log.event(events.EMAIL_SENT, ref=ref_of(row.request_id), kind=row.kind, to=row.recipient, outbox=row.id)

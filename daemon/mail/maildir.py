@@ -213,7 +213,8 @@ class MaildirTransport:
     def session(self) -> Iterator["MaildirTransport"]:
         yield self
 
-    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> None:
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> str:
+        """Returns the file's name in new/, for `outbox list`."""
         name = f"{key[:24]}.{self._host}"   # a resend after a crash replaces the file
         tmp = self.path / "tmp" / name
         envelope = f"Return-Path: <{sender}>\r\nDelivered-To: {', '.join(recipients)}\r\n".encode()
@@ -226,6 +227,7 @@ class MaildirTransport:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path / "new" / name)
+            return name
         except OSError as exc:
             self._made = False                     # made again next time, should it have been removed
             with contextlib.suppress(OSError):

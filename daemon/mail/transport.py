@@ -14,9 +14,10 @@ from daemon.mail.backoff import SessionBackoff
 
 
 class Session(Protocol):
-    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> None:
+    def send(self, raw: bytes, sender: str, recipients: Sequence[str], key: str) -> str | None:
         """Hand one finished email over; raises TemporaryFailure, SessionFailure or PermanentFailure.
-        `key` names the email stably (the hash of its Message-ID), so a resend is recognisably the same."""
+        `key` names the email stably (the hash of its Message-ID), so a resend is recognisably the same.
+        Returns the file the email became where the backend writes files (Maildir), else None."""
 
 
 class Transport(Protocol):

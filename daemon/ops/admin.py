@@ -1,4 +1,4 @@
-"""What the admin commands do (DESIGN §6): cancel a request, look at and retry the outbox and the quarantine.
+"""What the admin commands do (DESIGN §6): cancel a request, look at, show and retry the outbox and the quarantine.
 
 Each change is one transaction and one log line, like the daemon's own; the CLI only
 parses arguments and prints. Refusals (a closed request, an email that has not failed)
@@ -8,7 +8,13 @@ raise AdminError, which the CLI turns into exit status 1.
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.errors
+import email.header
+import email.policy
+import re
 from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon import events, log
@@ -16,7 +22,7 @@ from daemon.core.decide import decide_cancel
 from daemon.engine.apply import ConcurrentChange
 from daemon.errors import AdminError, MailboxError
 from models.message import IncomingMessage, Outcome
-from models.outbox import OutboxRow, OutboxState
+from models.outbox import MASK, OutboxRow, OutboxState, redacted, secrets_in
 from models.request import Request
 from parsers.ref import format_ref, parse_ref
 
@@ -64,18 +70,62 @@ def cancel_request(app: App, ref: str, reason: str = "") -> Request:
 # --- outbox -------------------------------------------------------------------------------------
 
 def outbox_rows(state: str | None = None) -> list[dict[str, Any]]:
-    """Outgoing emails, newest first, without their bytes."""
+    """Outgoing emails, newest first, without their bytes; `file` is the Maildir file it became."""
     query = OutboxRow.select(OutboxRow.id, OutboxRow.request_id, OutboxRow.kind, OutboxRow.recipient,
                              OutboxRow.state, OutboxRow.attempts, OutboxRow.created_at,
-                             OutboxRow.next_try_at, OutboxRow.sent_at, OutboxRow.last_error)
+                             OutboxRow.next_try_at, OutboxRow.sent_at, OutboxRow.last_error,
+                             OutboxRow.maildir_file)
     if state:
         query = query.where(OutboxRow.state == state)
     return [{
         "id": row.id, "ref": format_ref(row.request_id) if row.request_id else None, "kind": row.kind,
         "recipient": row.recipient, "state": row.state, "attempts": row.attempts, "last_error": row.last_error,
         "created_at": iso(row.created_at), "next_try_at": iso(row.next_try_at) if row.state == "queued" else None,
-        "sent_at": iso(row.sent_at),
+        "sent_at": iso(row.sent_at), "file": row.maildir_file,
     } for row in query.order_by(OutboxRow.id.desc())]
+
+
+SHOWN_HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "Reply-To")
+_MASK = MASK.decode()
+# Where a reply code stands in our own emails (a plus-address, the Code: footer, a mailto: body),
+# for the parts redacted() cannot see in the bytes (a base64 body): masked once decoded too.
+_CODE_PLACES = re.compile(r"(?<=\+)[a-z2-7]{26}(?=@)|(?<=Code: )[a-z2-7]{26}|(?<=Code%3A%20)[a-z2-7]{26}",
+                          re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ShownEmail:
+    """One outgoing email as a person reads it: its headers decoded, then its text part."""
+
+    id: int
+    headers: list[tuple[str, str]]
+    text: str
+
+
+def outbox_email(email_id: int) -> ShownEmail:
+    """The email with every reply code and Message-ID of ours masked, whether it was sent
+    (stored redacted already) or still queued (stored whole, so masked here)."""
+    row = OutboxRow.get_or_none(OutboxRow.id == email_id)
+    if row is None:
+        raise AdminError(f"no email #{email_id} in the outbox (`smartacct outbox list` shows their ids)")
+    raw = bytes(row.body)
+    secrets = [s.decode("ascii", "replace") for s in secrets_in(raw)]
+    shown = redacted(raw)
+
+    def masked(text: str) -> str:
+        for secret in secrets:
+            text = text.replace(secret, _MASK)
+        return _CODE_PLACES.sub(_MASK, text)
+
+    # The headers as written (compat32: a masked Message-ID is no longer one the strict parser
+    # accepts), encoded words decoded; the body through the modern API, which decodes QP/base64.
+    head = email.message_from_bytes(shown, policy=email.policy.compat32)
+    headers = [(name, masked(_decoded(value))) for name in SHOWN_HEADERS
+               if (value := head.get(name)) is not None]
+    msg = email.message_from_bytes(shown, policy=email.policy.default)
+    part = msg.get_body(preferencelist=("plain",)) if isinstance(msg, EmailMessage) else None
+    text = part.get_content() if isinstance(part, EmailMessage) else ""
+    return ShownEmail(row.id, headers, masked(text.replace("\r\n", "\n")))
 
 
 def retry_emails(app: App, ids: Iterable[int]) -> list[Retried]:
@@ -98,6 +148,15 @@ def retry_emails(app: App, ids: Iterable[int]) -> list[Retried]:
                   to=row.recipient, outbox=row.id, attempts=row.attempts, by="admin")
         results.append(Retried(email_id))
     return results
+
+
+def _decoded(value: Any) -> str:
+    """A header's value on one line, RFC 2047 encoded words decoded."""
+    try:
+        text = str(email.header.make_header(email.header.decode_header(str(value))))
+    except (UnicodeError, LookupError, email.errors.HeaderParseError):
+        text = str(value)
+    return " ".join(text.split())
 
 
 # --- quarantine ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ status. A new command is one more function under its group, with `@config_option
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -23,8 +24,12 @@ from daemon import config as config_mod
 from daemon import log
 from daemon.app import App, build
 from daemon.clock import Clock, SystemClock
-from daemon.errors import AdminError, ConfigError, LogFileError, SmartacctError, os_reason
+from daemon.errors import AdminError, ConfigError, LogFileError, MailboxError, SmartacctError, os_reason
+from daemon.ops import tables
 from daemon.ops.sdnotify import Notifier
+from daemon.ops.tables import Column
+from models.db import NotCreated, sqlite_path
+from models.state import State
 
 PRIVATE = 0o077          # what the daemon writes (database, log, Maildirs) is its user's alone (DESIGN §4)
 EXIT_FAILED = 1          # a command failed; SmartacctError subclasses carry their own status
@@ -89,7 +94,7 @@ class Session:
     def config(self) -> config_mod.Config:
         """Loaded at the command's first need, once; the log is set up as it says."""
         if self._config is None:
-            cfg = _load_config(self.config_file)
+            cfg = self.unlogged_config()
             try:
                 log.setup(cfg.logging.level, cfg.logging.format, cfg.logging.file)
             except OSError as exc:
@@ -99,24 +104,50 @@ class Session:
             self._config = cfg
         return self._config
 
+    def unlogged_config(self) -> config_mod.Config:
+        """The config without setting up its log file: `config check` creates nothing."""
+        return self._config or config_mod.load(self.config_path)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The file the config comes from: -c, then $SMARTACCT_CONFIG, then ./config.toml;
+        None for the embedded default."""
+        if self.config_file:
+            return Path(self.config_file)
+        if os.environ.get("SMARTACCT_CONFIG"):
+            return Path(os.environ["SMARTACCT_CONFIG"])
+        local = Path("config.toml")
+        return local if local.exists() else None
+
+    def config_named(self) -> str:
+        path = self.config_path
+        return f"the config {path.resolve()}" if path else "the embedded default config (no config file)"
+
     @contextlib.contextmanager
-    def opened(self) -> Iterator[App]:
-        """The App for one command (the models bound to its database), closed however the command ends."""
-        app = build(self.config, clock=self.clock, notifier=Notifier(os.environ))
+    def opened(self, create: bool = False) -> Iterator[App]:
+        """The App for one command (the models bound to its database), closed however the command ends.
+
+        Only `run` and `process` (create=True) make a database or an inbox Maildir that does not
+        exist yet; the other commands refuse, naming the path: run in the wrong folder or with
+        the wrong -c, they must not start an empty installation of their own (issue 15).
+        """
+        if not create:   # refused before the log file is set up, so nothing at all is made
+            cfg = self.unlogged_config()
+            path = sqlite_path(cfg.database.url)
+            if path is not None and path != ":memory:" and not Path(path).is_file():
+                raise NotCreated(f"the database {path} does not exist yet (`smartacct run` creates it); "
+                                 f"database.url in {self.config_named()}")
+            if cfg.mailbox.backend == "maildir" and not cfg.mailbox.path.is_dir():
+                raise MailboxError(f"the inbox Maildir {cfg.mailbox.path} does not exist yet (`smartacct run` "
+                                   f"creates it); mailbox.path in {self.config_named()}")
+        try:
+            app = build(self.config, clock=self.clock, notifier=Notifier(os.environ), create=create)
+        except NotCreated as exc:
+            raise NotCreated(f"{exc}; database.url in {self.config_named()}") from None
         try:
             yield app
         finally:
             app.close()
-
-
-def _load_config(option: str | None) -> config_mod.Config:
-    """-c, then $SMARTACCT_CONFIG, then ./config.toml; with none of them, the embedded default."""
-    if option:
-        return config_mod.load(Path(option))
-    if os.environ.get("SMARTACCT_CONFIG"):
-        return config_mod.load(Path(os.environ["SMARTACCT_CONFIG"]))
-    local = Path("config.toml")
-    return config_mod.load(local if local.exists() else None)
 
 
 def _remember_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -186,7 +217,7 @@ def run(session: Session, once: bool) -> int:
     """
     from daemon.ops import metrics
 
-    with session.opened() as app:
+    with session.opened(create=True) as app:
         server = None if once else metrics.serve(app)   # [metrics] listen: /metrics and /healthz
         try:
             app.loop.run(once=once)
@@ -210,7 +241,7 @@ def process(session: Session, files: tuple[str, ...]) -> int:
     from daemon.mail.mailbox import InboxMessage
 
     status = 0
-    with session.opened() as app:
+    with session.opened(create=True) as app:
         for name in files:
             path = Path(name)
             try:
@@ -242,6 +273,47 @@ def check(session: Session) -> int:
     return 0
 
 
+# --- arguments -------------------------------------------------------------------------------------
+
+class RefType(click.ParamType[int]):
+    """A request reference (DESIGN §1): a malformed one is a usage error (2), told apart from a
+    well-formed one that names no request (1, said by the command)."""
+
+    name = "REF"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from parsers.ref import parse_ref
+
+        if isinstance(value, int):
+            return value
+        req_id = parse_ref(str(value))
+        if req_id is None:
+            self.fail(f"{str(value)[:60]!r} is not a request reference: SA- and six or more digits, "
+                      "e.g. SA-000042", param, ctx)
+        return req_id
+
+
+class SinceType(click.ParamType[dt.timedelta]):
+    """How far back, as a config duration: 30d, 12h, 2w."""
+
+    name = "DURATION"
+    LONGEST = dt.timedelta(days=365 * 100)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dt.timedelta:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            delta = config_mod.parse_duration(str(value)[:40])
+        except (ValueError, OverflowError):
+            delta = None
+        if delta is None or delta > self.LONGEST:
+            self.fail(f"{str(value)[:40]!r} is not a duration like 30d, 12h, 45m or 2w", param, ctx)
+        return delta
+
+
+STATES = [s.value for s in State]
+
+
 # --- requests --------------------------------------------------------------------------------------
 
 @group(smartacct, "requests")
@@ -253,14 +325,23 @@ def requests() -> None:
     """
 
 
+REQUEST_COLUMNS = (
+    Column("REF", "ref", 14), Column("STATE", "state", 21), Column("ACCOUNT", "account_name", 28),
+    Column("DOMAIN", "account_domain", 28), Column("CUSTOMER", "customer_email", 32),
+    Column("PARTNER", "partner_email", 32), Column("CREATED", "created_at", 20),
+)
+
+
 @requests.command("list", short_help="Requests, newest first, by state.")
-@click.option("--state", metavar="STATE", help="Only requests in this state, e.g. pending_acceptance.")
+@click.option("--state", type=click.Choice(STATES), metavar="STATE",
+              help=f"Only requests in this state: {', '.join(STATES)}.")
 @click.option("--json", "as_json", is_flag=True,
               help="A JSON array with every field of each request, for scripts.")
 @config_option
 @pass_session
 def requests_list(session: Session, state: str | None, as_json: bool) -> int:
-    """List requests, newest first: reference, state, account domain, customer, created."""
+    """List requests, newest first: reference, state, account name and domain, customer, partner
+    and when it came in. Long values are cut with "…"; --json has them whole."""
     from models.request import Request
 
     with session.opened():  # binds the models to the database
@@ -270,18 +351,26 @@ def requests_list(session: Session, state: str | None, as_json: bool) -> int:
         rows = [_request_json(r) for r in query]
     if as_json:
         return _print_json(rows)
-    for r in rows:
-        print(f"{r['ref']}  {r['state']:<22} {r['account_domain']:<30} {r['customer_email']:<32} {r['created_at']}")
+    _print_table(REQUEST_COLUMNS, rows)
     return 0
 
 
+EVENT_COLUMNS = (Column("AT", "at", 20), Column("EVENT", "name", 28), Column("DETAILS", "details", 200))
+EMAIL_COLUMNS = (
+    Column("ID", "id", 8, right=True), Column("KIND", "kind", 24), Column("TO", "to", 32),
+    Column("STATE", "state", 7), Column("ATTEMPTS", "attempts", 8, right=True), Column("CREATED", "created_at", 20),
+    Column("SENT", "sent_at", 20), Column("LAST ERROR", "last_error", 100),
+)
+
+
 @requests.command("show", short_help="One request with its timeline of events and emails.")
-@click.argument("ref")
+@click.argument("ref", type=RefType())
 @click.option("--json", "as_json", is_flag=True, help="The request, its events and its emails as one JSON object.")
 @config_option
 @pass_session
-def requests_show(session: Session, ref: str, as_json: bool) -> int:
-    """Show one request with its timeline: every event, and every email with its state.
+def requests_show(session: Session, ref: int, as_json: bool) -> int:
+    """Show one request, every field of it, with its timeline: every event, and every email with
+    its state.
 
     REF is the reference, e.g. SA-000042. Use it to answer "what happened to my request?".
     """
@@ -289,13 +378,12 @@ def requests_show(session: Session, ref: str, as_json: bool) -> int:
     from models.event import Event
     from models.outbox import OutboxRow
     from models.request import Request
-    from parsers.ref import parse_ref
+    from parsers.ref import format_ref
 
     with session.opened():  # binds the models to the database
-        req_id = parse_ref(ref)
-        req = Request.get_or_none(Request.id == req_id) if req_id else None
+        req = Request.get_or_none(Request.id == ref)
         if req is None:
-            raise AdminError(f"no request {ref}")
+            raise AdminError(f"no request {format_ref(ref)}")
         data = _request_json(req)
         data["events"] = [{"at": iso(e.at), "name": e.name, **e.detail}
                           for e in Event.select().where(Event.request_id == req.id).order_by(Event.id)]
@@ -304,25 +392,29 @@ def requests_show(session: Session, ref: str, as_json: bool) -> int:
                           for o in OutboxRow.select().where(OutboxRow.request_id == req.id).order_by(OutboxRow.id)]
     if as_json:
         return _print_json(data)
-    for key in ("ref", "state", "account_name", "account_domain", "customer_email", "partner_email", "user_emails",
-                "language", "created_at", "review_expires_at", "confirmed_at", "expires_at", "accepted_at", "closed_at"):
-        print(f"{key:<18} {data[key] if data[key] is not None else '-'}")
+    fields = [k for k in data if k not in ("events", "emails")]
+    width = max(len(k) for k in fields) + 2
+    for key in fields:
+        lines = _text(data[key]).split("\n")
+        print(f"{key:<{width}}{lines[0]}")
+        for more in lines[1:]:
+            print(f"{'':<{width}}{more}")
+    events = [{"at": e["at"], "name": e["name"],
+               "details": " ".join(f"{k}={_text(v)}" for k, v in e.items() if k not in ("at", "name"))}
+              for e in data["events"]]
     print("\ntimeline:")
-    for e in data["events"]:
-        rest = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("at", "name"))
-        print(f"  {e['at']}  {e['name']:<22} {rest}")
+    print(_indented(tables.render(EVENT_COLUMNS, events)), end="")
     print("\nemails:")
-    for o in data["emails"]:
-        print(f"  #{o['id']:<6} {o['kind']:<24} {o['to']:<32} {o['state']:<7} attempts={o['attempts']}")
+    print(_indented(tables.render(EMAIL_COLUMNS, data["emails"])), end="")
     return 0
 
 
 @requests.command("cancel", short_help="Cancel an open request; the parties are told.")
-@click.argument("ref")
+@click.argument("ref", type=RefType())
 @click.option("--reason", metavar="TEXT", help="Why, in a sentence: told to the partner (and the customer).")
 @config_option
 @pass_session
-def requests_cancel(session: Session, ref: str, reason: str | None) -> int:
+def requests_cancel(session: Session, ref: int, reason: str | None) -> int:
     """Cancel an open request as an admin, and tell the parties.
 
     Only a request awaiting confirmation or pending acceptance can be cancelled. The partner
@@ -330,9 +422,10 @@ def requests_cancel(session: Session, ref: str, reason: str | None) -> int:
     request withdrawn by phone, or sent by mistake.
     """
     from daemon.ops import admin
+    from parsers.ref import format_ref
 
     with session.opened() as app:
-        req = admin.cancel_request(app, ref, reason or "")
+        req = admin.cancel_request(app, format_ref(ref), reason or "")
         print(f"{req.ref}: cancelled; the partner{' and the customer' if req.confirmed_at else ''} told")
     return 0
 
@@ -341,7 +434,7 @@ def requests_cancel(session: Session, ref: str, reason: str | None) -> int:
 
 @group(smartacct, "outbox")
 def outbox() -> None:
-    """Look at outgoing emails, and queue failed ones again.
+    """Read outgoing emails, and queue failed ones again.
 
     Every email waits in the outbox until the relay accepts it. A temporary failure is retried
     with backoff; after smtp.give_up_after, or on a permanent refusal, the email is failed.
@@ -350,22 +443,48 @@ def outbox() -> None:
 
 @outbox.command("list", short_help="Outgoing emails: queued, sent, failed.")
 @click.option("--state", type=click.Choice(("queued", "sent", "failed")), help="Only emails in this state.")
-@click.option("--json", "as_json", is_flag=True, help="A JSON array of the emails, for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of the emails with every field, for scripts.")
 @config_option
 @pass_session
 def outbox_list(session: Session, state: str | None, as_json: bool) -> int:
-    """List outgoing emails, newest first, with their state, attempts and last error."""
+    """List outgoing emails, newest first: id, request, kind, recipient, state, attempts, the
+    last error and, with the Maildir backend, the file in smtp.path/new/ it became. Read one
+    with `outbox show ID`."""
     from daemon.ops import admin
 
     with session.opened():  # binds the models to the database
         rows = admin.outbox_rows(state)
+        maildir = session.config.smtp.backend == "maildir"
     if as_json:
         return _print_json(rows)
-    for r in rows:
-        when = r["sent_at"] or r["next_try_at"] or r["created_at"]
-        error = f"  {r['last_error']}" if r["last_error"] else ""
-        print(f"#{r['id']:<6} {r['ref'] or '-':<10} {r['kind']:<24} {r['recipient']:<32} {r['state']:<7} "
-              f"attempts={r['attempts']:<3} {when}{error}")
+    columns = [Column("ID", "id", 8, right=True), Column("REF", "ref", 14), Column("KIND", "kind", 24),
+               Column("RECIPIENT", "recipient", 32), Column("STATE", "state", 7),
+               Column("ATTEMPTS", "attempts", 8, right=True), Column("CREATED", "created_at", 20)]
+    if maildir:
+        columns.append(Column("FILE", "file", 60))
+    columns.append(Column("LAST ERROR", "last_error", 100))
+    _print_table(columns, rows)
+    return 0
+
+
+@outbox.command("show", short_help="One outgoing email as a person reads it.")
+@click.argument("email_id", type=int, metavar="ID")
+@config_option
+@pass_session
+def outbox_show(session: Session, email_id: int) -> int:
+    """Show one outgoing email as its recipient reads it: the headers, then the text part,
+    decoded. The reply code is masked, in the headers and in the text: it is the recipient's
+    secret, never the admin's. ID is the id `outbox list` shows."""
+    from daemon.ops import admin
+
+    with session.opened():  # binds the models to the database
+        shown = admin.outbox_email(email_id)
+    width = max(len(name) for name, _ in shown.headers) + 2
+    for name, value in shown.headers:
+        print(f"{name + ':':<{width}}{tables.printable(value)}")
+    print()
+    text = tables.printable(shown.text)
+    print(text, end="" if text.endswith("\n") else "\n")
     return 0
 
 
@@ -397,21 +516,27 @@ def quarantine() -> None:
     """
 
 
+QUARANTINE_COLUMNS = (
+    Column("ID", "id", 8, right=True), Column("QUARANTINED", "quarantined_at", 20), Column("SENDER", "sender", 32),
+    Column("ATTEMPTS", "attempts", 8, right=True), Column("SUBJECT", "subject", 40), Column("KEY", "key", 48),
+    Column("LAST ERROR", "last_error", 100),
+)
+
+
 @quarantine.command("list", short_help="Messages that failed processing, and why.")
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of the messages, for scripts.")
 @config_option
 @pass_session
 def quarantine_list(session: Session, as_json: bool) -> int:
-    """List quarantined messages, newest first: sender, attempts, subject and the last error."""
+    """List quarantined messages, newest first: id, when, sender, attempts, subject, the key in
+    the mailbox and the last error."""
     from daemon.ops import admin
 
     with session.opened():  # binds the models to the database
         rows = admin.quarantined()
     if as_json:
         return _print_json(rows)
-    for r in rows:
-        print(f"#{r['id']:<6} {r['quarantined_at']}  {r['sender'] or '-':<32} attempts={r['attempts']}  "
-              f"{r['subject'][:60]!r}  key={r['key']}\n        {r['last_error'] or ''}")
+    _print_table(QUARANTINE_COLUMNS, rows)
     return 0
 
 
@@ -432,6 +557,67 @@ def quarantine_retry(session: Session, ids: tuple[int, ...]) -> int:
     return _report(results, "back in the inbox; the daemon handles it afresh on its next pass")
 
 
+# --- the numbers -----------------------------------------------------------------------------------
+
+@smartacct.command(short_help="The numbers: requests, acceptance, times to answer.")
+@click.option("--since", type=SinceType(), metavar="DURATION",
+              help="Only what happened in this window, e.g. 30d or 12h. Default: all time.")
+@click.option("--json", "as_json", is_flag=True, help="The same figures as one JSON object, for scripts.")
+@config_option
+@pass_session
+def stats(session: Session, since: dt.timedelta | None, as_json: bool) -> int:
+    """Show the numbers: requests per state, the share the customers accept, how long partners
+    take to confirm and customers to accept (median and 90th percentile), what expires or lapses
+    in the next 7 days, queued and failed emails, and quarantined messages.
+
+    With --since, each figure counts only what happened in that window (requests that came in,
+    confirmations, acceptances and other outcomes, emails written, messages quarantined); what
+    comes in the next 7 days and what waits now are always now.
+    """
+    from daemon.ops import stats as stats_mod
+
+    with session.opened() as app:
+        now = app.clock.now()
+        figures = stats_mod.compute(app.db, now, now - since if since else None)
+    if as_json:
+        return _print_json(figures.as_json())
+    print(_stats_text(figures, since), end="")
+    return 0
+
+
+def _stats_text(f: Any, since: dt.timedelta | None) -> str:
+    from daemon.ops.stats import duration
+
+    lines = [f"since {f.since} (the last {_text(_span(since))})" if since else "over all time",
+             f"{'requests':<24}{f.requests_total}"]
+    digits = len(str(f.requests_total))
+    lines += [f"  {state:<22}{count:>{digits}}" for state, count in f.requests.items()]
+    decided = f.accepted + f.declined + f.expired
+    rate = f"{f.acceptance_rate * 100:.1f}%" if f.acceptance_rate is not None else "-"
+    lines.append(f"{'acceptance rate':<24}{rate} ({f.accepted} accepted of {decided} decided or expired: "
+                 f"{f.declined} declined, {f.expired} expired)")
+    for label, t, what in (("time to confirm", f.time_to_confirm, "review email to the partner's confirmation"),
+                           ("time to accept", f.time_to_accept, "activation email to the customer's acceptance")):
+        lines.append(f"{label:<24}median {duration(t.median_seconds)}, 90th percentile {duration(t.p90_seconds)} "
+                     f"({what}; {t.count} request{'' if t.count == 1 else 's'})")
+    lines.append(f"{'next 7 days':<24}{f.expiring_next_7_days} expire, {f.lapsing_next_7_days} lapse")
+    for u in f.soonest:
+        lines.append(f"  {u.ref:<12}{u.event:<9}{u.at}  {tables.fit(tables.one_line(u.account_name), 40)} "
+                     f"({u.account_domain})")
+    more = f.expiring_next_7_days + f.lapsing_next_7_days - len(f.soonest)
+    if more > 0:
+        lines.append(f"  and {more} more (`smartacct requests list --state pending_acceptance`)")
+    lines.append(f"{'emails':<24}" + ", ".join(f"{n} {state}" for state, n in f.emails.items()))
+    lines.append(f"{'quarantined messages':<24}{f.quarantined}")
+    return "\n".join(lines) + "\n"
+
+
+def _span(since: dt.timedelta | None) -> str:
+    from daemon.ops.stats import duration
+
+    return duration(since.total_seconds()) if since is not None else ""
+
+
 # --- setting up ------------------------------------------------------------------------------------
 
 @smartacct.command(short_help="Print the blank request form for partners.")
@@ -446,7 +632,8 @@ def template(session: Session, lang: str) -> int:
     """
     from daemon.mail.render import Renderer
 
-    print(Renderer(session.config.smtp.from_address).blank_form(lang), end="")
+    form = Renderer(session.config.smtp.from_address).blank_form(lang)
+    print(form, end="" if form.endswith("\n") else "\n")
     return 0
 
 
@@ -459,59 +646,22 @@ def config() -> None:
 @config_option
 @pass_session
 def config_check(session: Session) -> int:
-    """Validate the configuration and try each connection: database, mailbox, SMTP.
+    """Validate the configuration, show what it resolves to, and try each connection.
 
-    One line each, ok or what failed in words; exit status 1 if any failed. It reports and never
-    creates: run it before the first start and after every change.
+    It names the config file it read (or the embedded default) and every path the daemon uses
+    (mailbox, outbox, database, log), saying which do not exist yet; then database, mailbox and
+    SMTP, one line each, ok or what failed in words. Exit status 1 if any failed. It reports and
+    never creates: run it before the first start and after every change.
     """
-    from daemon.app import make_mailbox, make_transport
-    from daemon.mail.maildir import check_inbox
-    from models.db import open_database
+    from daemon.ops import checkup
 
-    cfg = session.config   # loaded (or we would not be here); now try each connection
-
-    def database() -> None:
-        open_database(cfg.database.url).close()
-
-    def mailbox() -> None:
-        if cfg.mailbox.backend == "maildir":
-            check_inbox(cfg.mailbox.path)   # building the mailbox would create its folders
-        else:
-            _check(make_mailbox(cfg))
-
-    ok = True
-    checks: list[tuple[str, Callable[[], None]]] = [
-        ("database", database),
-        (f"mailbox ({cfg.mailbox.backend})", mailbox),
-        (f"smtp ({cfg.smtp.backend})", lambda: _check(make_transport(cfg))),
-    ]
-    for name, attempt in checks:
-        try:
-            attempt()
-        except SmartacctError as exc:
-            ok = False
-            print(f"{name}: FAILED: {exc}")
-        except (peewee.OperationalError, peewee.InterfaceError) as exc:
-            ok = False
-            print(f"{name}: FAILED: the database is busy or unreachable: {exc}")
-        except OSError as exc:
-            ok = False
-            print(f"{name}: FAILED: {os_reason(exc)}")
-        except Exception as exc:  # config check reports anything, in plain words, and goes on
-            ok = False
-            print(f"{name}: FAILED: {type(exc).__name__}: {exc}")
-        else:
-            print(f"{name}: ok")
+    cfg = session.unlogged_config()          # the log file is one of the paths it reports, not makes
+    log.setup("ERROR", cfg.logging.format, "")
+    path = session.config_path
+    lines, ok = checkup.report(cfg, path.resolve() if path else None)
+    for line in lines:
+        print(tables.printable(line))
     return 0 if ok else EXIT_FAILED
-
-
-def _check(backend: Any) -> None:
-    check = getattr(backend, "check", None)
-    if check is not None:
-        check()
-    close = getattr(backend, "close", None)
-    if close is not None:
-        close()
 
 
 # --- output ----------------------------------------------------------------------------------------
@@ -519,6 +669,24 @@ def _check(backend: Any) -> None:
 def _print_json(data: Any) -> int:
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0
+
+
+def _print_table(columns: Sequence[Column], rows: Iterable[dict[str, Any]]) -> None:
+    for line in tables.lines(columns, rows):
+        print(line)
+
+
+def _text(value: Any) -> str:
+    """A value of --json as the text output shows it: lists as comma lists, none as "-"."""
+    if value is None or value == "" or value == []:
+        return "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return tables.printable(str(value))
+
+
+def _indented(text: str) -> str:
+    return "".join(f"  {line}\n" for line in text.splitlines())
 
 
 def _report(results: Iterable[Any], done: str) -> int:

@@ -186,6 +186,34 @@ class StateCollector:
         yield _gauge("smartacct_oldest_quarantined_message_age_seconds",
                      "Age of the oldest quarantined message (0: none)",
                      _age(now, oldest_q.handled_at if oldest_q else None))
+        yield from _stats(self.app.db, now)
+
+
+def _stats(db: peewee.Database, now: dt.datetime) -> Iterator[Metric]:
+    """The figures of `smartacct stats` (over all time) that fit a gauge: the counts of requests,
+    emails and quarantined messages are above already. A ratio or a time without any request
+    behind it yet is left out, not shown as 0."""
+    from daemon.ops.stats import compute
+
+    figures = compute(db, now)
+    if figures.acceptance_rate is not None:
+        yield _gauge("smartacct_acceptance_ratio", "Accepted / (accepted + declined + expired), over all time",
+                     figures.acceptance_rate)
+    for name, what, timing in (
+            ("smartacct_time_to_confirm_seconds", "From the review email to the partner's confirmation",
+             figures.time_to_confirm),
+            ("smartacct_time_to_accept_seconds", "From the activation email to the customer's acceptance",
+             figures.time_to_accept)):
+        if timing.count:
+            family = GaugeMetricFamily(name, f"{what}: median (0.5) and 90th percentile (0.9), over all time",
+                                       labels=["quantile"])
+            family.add_metric(["0.5"], float(timing.median_seconds or 0))
+            family.add_metric(["0.9"], float(timing.p90_seconds or 0))
+            yield family
+    yield _gauge("smartacct_requests_expiring_next_7_days", "Requests pending acceptance that expire within 7 days",
+                 figures.expiring_next_7_days)
+    yield _gauge("smartacct_requests_lapsing_next_7_days", "Requests awaiting confirmation that lapse within 7 days",
+                 figures.lapsing_next_7_days)
 
 
 # --- the HTTP endpoint ---------------------------------------------------------------------------

@@ -153,6 +153,9 @@ STEPS: list[tuple[int, str, list[Step]]] = [
     ]),
 ]
 
+LATEST = STEPS[-1][0]   # the schema version a fresh database gets
+
+
 def _hash_and_redact(db: peewee.Database) -> None:
     """Step 5 for rows written before it: ids replaced by their hash, the bodies of sent emails redacted."""
     param = db.param

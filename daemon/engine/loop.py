@@ -7,6 +7,7 @@ the loop back off here.
 
 from __future__ import annotations
 
+import queue
 import random
 import signal
 import threading
@@ -154,23 +155,39 @@ class Loop:
         return max(wait, 0.05)
 
 
-def _stop_on_signals(stop: threading.Event) -> Any:
-    """SIGTERM/SIGINT finish the message in hand, then stop; SIGHUP reopens the log file."""
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT finish the message in hand, then stop; SIGHUP reopens the log file.
+
+    The handlers only queue the signal and a thread acts on it: a handler runs between two
+    bytecodes of the main thread, maybe inside a write to the log file (a log line written
+    there is lost to a reentrant call into the file's buffer) or inside the stop event's own
+    lock (setting it there would deadlock).
+    """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    received: queue.SimpleQueue[int] = queue.SimpleQueue()   # put() is safe from a signal handler
 
-    def on_stop(signum: int, frame: Any) -> None:
-        log.event(events.DAEMON_STOPPING, signal=signal.Signals(signum).name)
-        stop.set()
+    def act() -> None:
+        while (signum := received.get()) != _DONE:
+            if signum == signal.SIGHUP:
+                log.reopen()
+            else:
+                log.event(events.DAEMON_STOPPING, signal=signal.Signals(signum).name)
+                stop.set()
 
-    def on_hup(signum: int, frame: Any) -> None:
-        log.reopen()
+    def on_signal(signum: int, frame: Any) -> None:
+        received.put(signum)
 
-    old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop),
-                                                 (signal.SIGHUP, on_hup))}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    thread = threading.Thread(target=act, name="signals", daemon=True)
+    thread.start()
 
     def restore() -> None:
         for s, h in old.items():
             signal.signal(s, h)
+        received.put(_DONE)   # after what was queued: a last SIGTERM is still logged
+        thread.join()
     return restore
 
+
+_DONE = 0   # no signal has number 0

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs smartacct as a systemd service (deploy/README-production.md). Run as root from
+# Installs smartacct as a systemd service (README.md, "Running in production"). Run as root from
 # the checkout the service will run, after scripts/setup.sh made its .venv:
 #   cd /opt/smartacct && sudo bash scripts/setup.sh && sudo sh deploy/install.sh
 #

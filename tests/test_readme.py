@@ -36,7 +36,8 @@ SEEN = [
     ("request.created ref=SA-000001", f"kind=review to={PARTNER}", "awaiting_confirmation"),
     ("request.confirmed ref=SA-000001 state=pending_acceptance", "kind=request_complete", "kind=activation", CUSTOMER),
     ("request.accepted ref=SA-000001 state=active", "activation_confirmation", "welcome", "user_notice", *USERS),
-    ("SA-000001", "active", "user_notice", "welcome", "activation_confirmation", "request_complete", "review"),
+    ("SA-000001", "active", "user_notice", "welcome", "activation_confirmation", "request_complete", "review",
+     CUSTOMER, "acceptance rate"),
 ]
 
 
@@ -116,3 +117,26 @@ def _read(path: Path) -> EmailMessage:
 def _text(msg: EmailMessage) -> str:
     part = msg.get_body(preferencelist=("plain",))
     return str(part.get_content()) if isinstance(part, EmailMessage) else ""
+
+
+# --- the phrasings table (issue 14) -------------------------------------------------------------
+
+_WHO = {"CONFIRM": "partner", "CANCEL": "partner", "ACCEPT": "customer", "DECLINE": "customer",
+        "STATUS": "partner or customer", "HELP": "anyone allowed to write"}
+
+
+def phrases_table() -> str:
+    """The README's table of phrasings, as parsers/reply.PHRASES has them."""
+    from parsers.reply import PHRASES
+
+    def cell(phrases: tuple[str, ...]) -> str:
+        return ", ".join(f"`{p}`" for p in phrases) or "–"
+    rows = ["| keyword | who | English | German |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{k.value}` | {_WHO[k.value]} | {cell(langs['en'])} | {cell(langs['de'])} |"
+             for k, langs in PHRASES.items()]
+    return "\n".join(rows)
+
+
+def test_the_readme_lists_every_phrasing_the_parser_takes() -> None:
+    assert phrases_table() in README.read_text(encoding="utf-8"), (
+        "README.md's phrasings table is stale: replace it with tests/test_readme.py's phrases_table()")

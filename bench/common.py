@@ -57,6 +57,15 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
+def run(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: its exit status, or 130 once Ctrl-C or SIGTERM stopped it."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
+
+
 class Bench:
     """One temp dir, the servers in it, and every child process; all stopped on exit."""
 

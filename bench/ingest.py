@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from typing import Any
 
 from common import (
+    run,
     PASSWORD,
     PASSWORD_ENV,
     SHARED,
@@ -194,8 +194,4 @@ def _move_rate(dovecot, user: str, raws: list[bytes], per: int) -> float:  # typ
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import smtplib
-import sys
 import time
 from email.message import EmailMessage
 from typing import Any
 
 from common import (
+    run,
     SHARED,
     Bench,
     Install,
@@ -176,8 +176,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

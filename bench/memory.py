@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 from common import (
+    run,
     SHARED,
     Bench,
     Finished,
@@ -135,8 +135,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import smtplib
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import SHARED, Bench, SqlRecorder, header, median, note, table, top_lines
+from common import SHARED, run, Bench, SqlRecorder, header, median, note, table, top_lines
 
 TARGET = 0.8
 
@@ -172,8 +171,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

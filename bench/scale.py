@@ -19,12 +19,12 @@ import argparse
 import re
 import shutil
 import sqlite3
-import sys
 import time
 from typing import Any
 
 import psycopg
 from common import (
+    run,
     SHARED,
     Bench,
     CpuSampler,
@@ -180,8 +180,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -8,6 +8,11 @@ from typing import Protocol
 UTC = dt.timezone.utc
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """The one spelling of a time for people and JSON: UTC, ISO 8601, to the second."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
 class Clock(Protocol):
     def now(self) -> dt.datetime:
         """An aware UTC datetime."""

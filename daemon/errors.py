@@ -4,6 +4,8 @@
     SmartacctError                  1    (the base: never raised itself)
      ├── ConfigError                2    a config key is unknown, missing or malformed
      ├── DatabaseError              1    the database cannot be opened where database.url points
+     │    └── NotCreated            1    an admin command found no database of ours there: it
+     │                                   never makes a second, empty installation
      ├── LogFileError               1    the log file cannot be opened where logging.file points
      ├── MailboxError               1    the inbox could not be read or a message not filed
      │    └── MailboxAuthError      1    the server refused our credentials (retrying will not help)
@@ -53,6 +55,10 @@ class ConfigError(SmartacctError):
 
 class DatabaseError(SmartacctError):
     """The database file or its folder cannot be opened or made (not: the server is away for now)."""
+
+
+class NotCreated(DatabaseError):
+    """open_database(create=False) found no database of ours where the config points."""
 
 
 class LogFileError(SmartacctError):

@@ -20,6 +20,7 @@ import unicodedata
 from typing import Any
 
 from daemon import events
+from daemon.clock import iso
 from daemon.events import LogEvent
 
 LOGGER_NAME = "smartacct"
@@ -66,7 +67,7 @@ def _clean(key: str, value: Any) -> Value:
     if isinstance(value, float) and math.isfinite(value):
         return value
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return iso(value) or ""
     return ("" if value is None else str(value))[:MAX_VALUE].translate(_ESCAPES)
 
 
@@ -78,8 +79,7 @@ def _text(value: Value) -> str:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(dt.datetime.fromtimestamp(record.created, dt.timezone.utc)) or ""
 
 
 class TextFormatter(logging.Formatter):

@@ -8,13 +8,9 @@ from urllib.parse import unquote, urlparse
 
 import peewee
 
-from daemon.errors import DatabaseError, os_reason
+from daemon.errors import DatabaseError, NotCreated, os_reason
 from models.base import database_proxy
 from models.migrations import migrate
-
-
-class NotCreated(DatabaseError):
-    """open_database(create=False) found no database of ours where the config points."""
 
 
 def open_database(url: str, *, create: bool = True) -> peewee.Database:

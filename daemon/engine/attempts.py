@@ -31,7 +31,7 @@ from models.message import IncomingMessage, Outcome
 from parsers.message import ParsedMessage, parse_message
 
 if TYPE_CHECKING:
-    from daemon.ops.metrics import Metrics
+    from daemon.ops.counters import Metrics
 
 RACE_RETRIES = 5            # a race that does not resolve after this many tries is not a race
 HEAD_LIMIT = 262_144        # bytes of header read to describe a quarantined message

@@ -25,7 +25,7 @@ from models.locks import exclusive
 from models.request import Request
 
 if TYPE_CHECKING:
-    from daemon.ops.metrics import Metrics
+    from daemon.ops.counters import Metrics
 
 BATCH = 500
 RETRY_CAP = dt.timedelta(hours=1)   # a broken request is retried at least this often, forever

@@ -31,7 +31,7 @@ from parsers.reply import own_message_ids
 from parsers.validate import form_domain
 
 if TYPE_CHECKING:
-    from daemon.ops.metrics import Metrics
+    from daemon.ops.counters import Metrics
 
 MAX_MESSAGE_ID = 300    # longer Message-IDs are keyed by their hash
 

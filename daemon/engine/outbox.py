@@ -27,7 +27,7 @@ from models.request import Request
 
 if TYPE_CHECKING:
     from daemon.mail.transport import Transport
-    from daemon.ops.metrics import Metrics
+    from daemon.ops.counters import Metrics
 
 BACKOFF_BASE = dt.timedelta(seconds=5)
 BACKOFF_CAP = dt.timedelta(minutes=5)

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Iterable
 
 from daemon import events, log
+from daemon.clock import iso
 from daemon.core.decide import decide_cancel
 from daemon.engine.apply import ConcurrentChange
 from daemon.errors import AdminError, MailboxError
@@ -205,5 +206,3 @@ def _retry_quarantined(app: App, incoming_id: int) -> Retried:
     return Retried(incoming_id)
 
 
-def iso(value: dt.datetime | None) -> str | None:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None

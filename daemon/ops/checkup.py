@@ -13,7 +13,7 @@ from typing import Any, Callable
 import peewee
 
 from daemon.config import Config
-from daemon.errors import SmartacctError, os_reason
+from daemon.errors import DatabaseError, MailboxError, SmartacctError, os_reason
 from daemon.mail.maildir import check_inbox, unwritable
 from models.db import probe, sqlite_path
 from models.migrations import LATEST
@@ -101,7 +101,7 @@ def _database(cfg: Config) -> str:
         if path is not None and path != ":memory:":
             problem = unwritable(Path(path).parent)
             if problem is not None:
-                raise _Failed(f"cannot make the database {path}: {problem} "
+                raise DatabaseError(f"cannot make the database {path}: {problem} "
                               "(database.url must name a file in a folder this user can write)")
             return f"not created yet: {CREATES}"
         return "no smartacct tables yet: `smartacct run` creates them"
@@ -115,7 +115,7 @@ def _mailbox(cfg: Config) -> str:
         if not cfg.mailbox.path.exists():
             problem = unwritable(cfg.mailbox.path)
             if problem is not None:
-                raise _Failed(f"cannot use the inbox Maildir {cfg.mailbox.path}: {problem} "
+                raise MailboxError(f"cannot use the inbox Maildir {cfg.mailbox.path}: {problem} "
                               "(mailbox.path must name a folder this user can write)")
             return f"the inbox does not exist yet: {CREATES}; mail delivered elsewhere is never read"
         check_inbox(cfg.mailbox.path)
@@ -136,10 +136,6 @@ def _smtp(cfg: Config) -> str:
 
     _try(MaildirTransport(cfg.smtp.path))
     return "" if cfg.smtp.path.exists() else f"the outbox does not exist yet: {CREATES}"
-
-
-class _Failed(SmartacctError):
-    """A check that failed, in words."""
 
 
 class _NoCursor:

@@ -24,11 +24,11 @@ from daemon import config as config_mod
 from daemon import log
 from daemon.app import App, build
 from daemon.clock import Clock, SystemClock
-from daemon.errors import AdminError, ConfigError, LogFileError, MailboxError, SmartacctError, os_reason
+from daemon.errors import AdminError, ConfigError, LogFileError, MailboxError, NotCreated, SmartacctError, os_reason
 from daemon.ops import tables
 from daemon.ops.sdnotify import Notifier
 from daemon.ops.tables import Column
-from models.db import NotCreated, sqlite_path
+from models.db import sqlite_path
 from models.state import State
 
 PRIVATE = 0o077          # what the daemon writes (database, log, Maildirs) is its user's alone (DESIGN §4)
@@ -374,7 +374,7 @@ def requests_show(session: Session, ref: int, as_json: bool) -> int:
 
     REF is the reference, e.g. SA-000042. Use it to answer "what happened to my request?".
     """
-    from daemon.ops.admin import iso
+    from daemon.clock import iso
     from models.event import Event
     from models.outbox import OutboxRow
     from models.request import Request
@@ -702,7 +702,7 @@ def _report(results: Iterable[Any], done: str) -> int:
 
 
 def _request_json(r: Any) -> dict[str, Any]:
-    from daemon.ops.admin import iso
+    from daemon.clock import iso
 
     return {
         "ref": r.ref, "state": r.state, "account_name": r.account_name, "account_domain": r.account_domain,

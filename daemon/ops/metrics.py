@@ -32,7 +32,7 @@ from daemon.config import Config, parse_listen
 from daemon.errors import MetricsError
 from daemon.mail.mailbox import Mailbox
 from daemon.mail.transport import Transport
-from daemon.ops.counters import Metrics as Metrics   # engine services type their counters by this name
+from daemon.ops.counters import Metrics
 from models.attempt import Attempt
 from models.base import execute_sql
 from models.message import IncomingMessage, Outcome

@@ -20,7 +20,7 @@ from typing import Any, Iterable, cast
 
 import peewee
 
-from daemon.ops.admin import iso
+from daemon.clock import iso
 from models.message import IncomingMessage, Outcome
 from models.outbox import OutboxRow, OutboxState
 from models.request import Request

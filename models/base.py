@@ -22,6 +22,9 @@ class Cursor(Protocol):
 
     def fetchall(self) -> list[tuple[Any, ...]]: ...
 
+    @property
+    def rowcount(self) -> int: ...
+
 
 def execute_sql(db: peewee.Database, sql: str, params: Sequence[object] | None = None) -> Cursor:
     """db.execute_sql(sql, params), typed: the one raw-SQL call, for statements peewee has no query for."""

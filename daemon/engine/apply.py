@@ -25,6 +25,7 @@ from daemon.mail.render import Renderer
 from models.event import Event
 from models.outbox import OutboxRow, OutboxState, message_id_hash
 from models.request import Request
+from models.statement import create, insert
 from models.token import ReplyToken, new_token, token_hash
 from parsers.message import ParsedMessage
 from parsers.ref import format_ref
@@ -100,7 +101,7 @@ class Applier:
             assert req is None or isinstance(req, Request), "the facts load Request rows"
             return req
         try:
-            return Request.create(**decision.create)
+            return create(Request, **decision.create)
         except peewee.IntegrityError as exc:   # request_open_domain: another instance took the domain just now
             raise ConcurrentChange(f"a request for {decision.create.get('account_domain')} was created meanwhile") \
                 from exc
@@ -122,10 +123,11 @@ class Applier:
 
     def event(self, req: Request | None, name: str, **detail: Any) -> None:
         if req is not None:
-            Event.create(request_id=req.id, at=self.now, name=name, detail_json=json.dumps(detail, default=str))
+            insert(Event, request_id=req.id, at=self.now, name=name, detail_json=json.dumps(detail, default=str))
 
-    def send(self, mail: Mail, req: Request | None) -> OutboxRow | None:
-        """Render `mail` now and queue it; the bytes and Message-ID are final from here on."""
+    def send(self, mail: Mail, req: Request | None) -> int | None:
+        """Render `mail` now and queue it; the bytes and Message-ID are final from here on. The
+        outbox row's id, or None when the loop guard held it back."""
         reason = self._suppressed(mail)
         if reason is not None:
             self.log(Log(events.EMAIL_SUPPRESSED, {"kind": mail.kind, "to": mail.to, "reason": reason}), req)
@@ -136,9 +138,8 @@ class Applier:
         message_id = f"{new_token()}@{self.renderer.from_addr.rpartition('@')[2]}"
         id_hash = message_id_hash(message_id)
         if token is not None and req is not None:
-            ReplyToken.create(request=req.id, token_hash=token_hash(token), message_id_hash=id_hash,
-                              party=mail.party, actions=" ".join(mail.actions), issued_for_state=req.state,
-                              issued_at=self.now)
+            insert(ReplyToken, request=req.id, token_hash=token_hash(token), message_id_hash=id_hash,
+                   party=mail.party, actions=" ".join(mail.actions), issued_for_state=req.state, issued_at=self.now)
         threading = self.answering if mail.thread else None
         lang = mail.lang or (req.language if req is not None else self.workflow.default_language)
         extra = {"form": self.renderer.blank_form(lang)} if mail.with_form else {}
@@ -151,14 +152,13 @@ class Applier:
             actions=mail.actions if token else (),
             auto_submitted="auto-replied" if threading else "auto-generated",
         )
-        row = OutboxRow.create(request_id=req.id if req is not None else None, kind=mail.kind,
-                               recipient=mail.to, message_id_hash=id_hash, body=email.raw,
-                               state=OutboxState.queued.value, created_at=self.now, next_try_at=self.now,
-                               topic=mail.topic)
+        row_id = insert(OutboxRow, request_id=req.id if req is not None else None, kind=mail.kind,
+                        recipient=mail.to, message_id_hash=id_hash, body=email.raw, state=OutboxState.queued.value,
+                        created_at=self.now, next_try_at=self.now, topic=mail.topic)
         if req is not None:
-            self.event(req, "email.queued", kind=mail.kind, to=mail.to, outbox=row.id)
+            self.event(req, "email.queued", kind=mail.kind, to=mail.to, outbox=row_id)
         self.queued += 1
-        return row
+        return row_id
 
     def _suppressed(self, mail: Mail) -> str | None:
         """Load what the loop guard needs (only for answers) and ask it."""

@@ -28,6 +28,7 @@ from models.message import Folder
 from models.attempt import Attempt
 from models.locks import try_lock, unlock
 from models.message import IncomingMessage, Outcome
+from models.statement import Statement
 from parsers.message import ParsedMessage, parse_message
 
 if TYPE_CHECKING:
@@ -142,19 +143,10 @@ class Attempts:
     def begin(self, item: InboxMessage) -> Claim:
         """Say that this process holds the message, before a byte of it is parsed (DESIGN §4)."""
         raw_hash = hashlib.sha256(item.raw).hexdigest()
-        now = self.store.clock.now()
-        me = self.instance
-        died_holding = Attempt.holder.is_null(False) & (Attempt.holder != me)
         with self.store.db.atomic():
-            [row] = (Attempt
-                     .insert(raw_hash=raw_hash, mailbox_key=item.key, holder=me, held_since=now, first_seen=now)
-                     .on_conflict(conflict_target=[Attempt.raw_hash],
-                                  update={Attempt.holder: me, Attempt.held_since: now, Attempt.mailbox_key: item.key,
-                                          Attempt.interrupted: Attempt.interrupted
-                                          + peewee.Case(None, [(died_holding, 1)], 0)})
-                     .returning(Attempt.failures, Attempt.interrupted)
-                     .execute())
-        return Claim(raw_hash, row.failures, row.interrupted)
+            [(failures, interrupted)] = _BEGIN.rows(raw_hash=raw_hash, key=item.key, me=self.instance,
+                                                    now=self.store.clock.now())
+        return Claim(raw_hash, failures, interrupted)
 
     def _charge(self, claim: Claim, error: str) -> int | None:
         """Count a failure of the message's own handling; None when its row is gone (it was handled)."""
@@ -189,6 +181,17 @@ class Attempts:
                   attempts=failures, error=error)
         self.metrics.handled(Outcome.quarantined.value)
         return Handled(Folder.quarantine, ref)
+
+
+# The attempt row, written before the message is parsed; a holder other than this process means
+# one died holding it.
+_BEGIN = Statement(lambda s: Attempt
+                   .insert(raw_hash=s.raw_hash, mailbox_key=s.key, holder=s.me, held_since=s.now, first_seen=s.now)
+                   .on_conflict(conflict_target=[Attempt.raw_hash],
+                                update={Attempt.holder: s.me, Attempt.held_since: s.now, Attempt.mailbox_key: s.key,
+                                        Attempt.interrupted: Attempt.interrupted + peewee.Case(
+                                            None, [(Attempt.holder.is_null(False) & (Attempt.holder != s.me), 1)], 0)})
+                   .returning(Attempt.failures, Attempt.interrupted))
 
 
 def _describe(raw: bytes) -> ParsedMessage:

@@ -23,6 +23,7 @@ from models.message import Folder, IncomingMessage
 from models.outbox import OutboxRow, message_id_hash
 from models.request import Request
 from models.state import BLOCKING
+from models.statement import Statement
 from models.token import ReplyToken, token_hash
 from parsers import classify as cl
 from parsers.message import ParsedMessage, parse_message
@@ -78,27 +79,27 @@ class Ingest:
         msg = masked(parse_message(item.raw), store.renderer.from_addr)
         key = idempotency_key(msg)
         now = store.clock.now()
-        seen = IncomingMessage.get_or_none(IncomingMessage.key == key)
-        if seen is not None and seen.handled_at is not None:
-            Attempt.delete().where(Attempt.raw_hash == raw_hash).execute()
-            ref = format_ref(seen.request_id) if seen.request_id else None
-            log.event(events.MESSAGE_DUPLICATE, ref=ref, key=item.key, message_id=msg.message_id, folder=seen.folder)
+        seen = _SEEN.first(key=key)
+        if seen is not None and seen[0] is not None:
+            _, folder, request_id = seen
+            _TAKE_LEDGER.rows(raw_hash=raw_hash)
+            ref = format_ref(request_id) if request_id else None
+            log.event(events.MESSAGE_DUPLICATE, ref=ref, key=item.key, message_id=msg.message_id, folder=folder)
             self.metrics.handled("duplicate")
-            return Handled(Folder(seen.folder), ref)
+            return Handled(Folder(folder), ref)
         wf = store.workflow
         intent = cl.classify(msg, partner_domains=wf.partner_domains, own_address=store.renderer.from_addr,
                              dmarc_authserv_id=wf.trusted_authserv_id if wf.require_dmarc_pass else None)
         applier = store.applier(answering=msg, now=now)
         with store.db.atomic():
-            ledger = list(Attempt.delete().where(Attempt.raw_hash == raw_hash)
-                          .returning(Attempt.failures, Attempt.first_seen).execute())
+            ledger = _TAKE_LEDGER.rows(raw_hash=raw_hash)
             if not ledger:
                 raise ConcurrentChange(f"message {item.key} was handled meanwhile")
+            [(failures, first_seen)] = ledger
             facts = load_facts(intent, msg, item, self.max_message_size, store.renderer.from_addr)
             decision = decide(intent, facts, now, store.workflow)
             req = applier.apply(decision)
-            _record(msg, item, key, decision, req, now, attempts=ledger[0].failures + 1,
-                    first_seen=ledger[0].first_seen)
+            _record(msg, item, key, decision, req, now, attempts=failures + 1, first_seen=first_seen)
         applier.flush_log()
         assert decision.outcome is not None and decision.folder is not None
         ref = req.ref if req is not None else None
@@ -172,26 +173,38 @@ def _request(ref: str | None) -> Request | None:
 
 
 def _open_ref(domain: str) -> str | None:
-    row = (Request.select(Request.id)
-           .where((Request.account_domain == domain) & Request.state.in_([s.value for s in BLOCKING]))
-           .first())
-    return row.ref if row else None
+    row = _OPEN_REQUEST.first(domain=domain)
+    return format_ref(row[0]) if row else None
 
 
 def _record(msg: ParsedMessage, item: InboxMessage, key: str, decision: Decision, req: Request | None,
             now: dt.datetime, *, attempts: int, first_seen: dt.datetime) -> None:
     """The idempotency row; a row another process marked handled meanwhile means it won the race."""
     assert decision.outcome is not None and decision.folder is not None
-    values = {"handled_at": now, "outcome": decision.outcome.value, "folder": decision.folder.value,
-              "request_id": req.id if req is not None else None, "attempts": attempts, "last_error": None,
-              "mailbox_key": item.key}
-    rows = (IncomingMessage
-            .insert(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
-                    subject=msg.subject[:1000], size=item.size, received_at=first_seen, **values)
-            .on_conflict(conflict_target=[IncomingMessage.key],
-                         update={getattr(IncomingMessage, k): v for k, v in values.items()},
-                         where=IncomingMessage.handled_at.is_null())
-            .returning(IncomingMessage.id)
-            .execute())
-    if not list(rows):
+    rows = _RECORD.rows(key=key, message_id=msg.message_id, sender=(msg.sender or "")[:320] or None,
+                        subject=msg.subject[:1000], size=item.size, received_at=first_seen, handled_at=now,
+                        outcome=decision.outcome.value, folder=decision.folder.value,
+                        request_id=req.id if req is not None else None, attempts=attempts, last_error=None,
+                        mailbox_key=item.key)
+    if not rows:
         raise ConcurrentChange(f"message {item.key} was handled meanwhile")
+
+
+# The statements every message runs, their SQL built once (models.statement).
+_SEEN = Statement(lambda s: IncomingMessage
+                  .select(IncomingMessage.handled_at, IncomingMessage.folder, IncomingMessage.request_id)
+                  .where(IncomingMessage.key == s.key).limit(1))
+_TAKE_LEDGER = Statement(lambda s: Attempt.delete().where(Attempt.raw_hash == s.raw_hash)
+                         .returning(Attempt.failures, Attempt.first_seen))
+_OPEN_REQUEST = Statement(lambda s: Request.select(Request.id)
+                          .where((Request.account_domain == s.domain)
+                                 & Request.state.in_([state.value for state in BLOCKING]))
+                          .limit(1))
+_HANDLED = ("handled_at", "outcome", "folder", "request_id", "attempts", "last_error", "mailbox_key")
+_RECORD = Statement(lambda s: IncomingMessage
+                    .insert(key=s.key, message_id=s.message_id, sender=s.sender, subject=s.subject, size=s.size,
+                            received_at=s.received_at, **{name: getattr(s, name) for name in _HANDLED})
+                    .on_conflict(conflict_target=[IncomingMessage.key],
+                                 update={getattr(IncomingMessage, name): getattr(s, name) for name in _HANDLED},
+                                 where=IncomingMessage.handled_at.is_null())
+                    .returning(IncomingMessage.id))

@@ -20,6 +20,7 @@ from daemon import config as config_mod
 from daemon import log
 from daemon.app import build
 from daemon.clock import FixedClock
+from models.outbox import redacted
 from e2e import Install, good_fields, reply, request_email
 
 OURS = "smart-accounts@example.com"
@@ -162,6 +163,19 @@ def test_no_code_or_code_bearing_message_id_is_readable_at_rest_or_in_output(ins
         assert secret.encode() not in stored and secret not in columns, secret
         assert not any(secret in text for text in outputs), secret
     assert b"[redacted]" in stored
+
+
+def test_a_stored_copy_masks_a_code_wherever_quoted_printable_broke_its_line() -> None:
+    code, own_id = b"abcdefghijklmnopqrstuvwxyz", b"mnbvcxzlkjhgfdsapoiuytrewq"
+    head = (b"From: Smart Accounts <smart-accounts@example.com>\r\nMessage-ID: <" + own_id + b"@example.com>\r\n"
+            b"Reply-To: smart-accounts+" + code + b"@example.com>\r\n\r\n")
+    lines = [b"Code: " + code[:k] + b"=\r\n" + code[k:] + b" =C2=B7 id " + own_id[:k] + b"=\r\n" + own_id[k:]
+             for k in range(1, len(code))]
+    stored = redacted(head + b"\r\n".join(lines) + b"\r\nCode: " + code + b"\r\n")
+    flat = stored.replace(b"=\r\n", b"")
+    assert code not in flat and own_id not in flat
+    assert stored.count(b"[redacted]") == 3 + 2 * len(lines)            # the header's three, two a line, the last
+    assert stored.split(b"\r\n\r\n")[1].splitlines()[0] == b"Code: [redacted] =C2=B7 id [redacted]"
 
 
 def test_what_the_daemon_writes_is_readable_by_its_user_only(install: Install) -> None:

@@ -37,7 +37,13 @@ from common import (
     wait_until,
 )
 
-TARGET_MB = 150
+TARGET_MB = 80                   # issue 16, goal 5
+
+
+def workflow(n: int) -> str:
+    """Anyone may send (partner_domains is required); the hourly cap raised so no review of the
+    50 partners' N requests waits an hour."""
+    return f'[workflow]\npartner_domains = ["*"]\nmax_emails_per_address_per_hour = {max(20, -(-n // 50))}\n'
 
 
 def run_sampled(bench: Bench, inst: Install) -> tuple[Finished, list[tuple[float, int]]]:
@@ -89,7 +95,8 @@ def main() -> int:
         relay = bench.relay(None)
 
         note("baseline: a pass over an empty INBOX")
-        inst = Install(bench.path("install"), imap_backends(dovecot, "empty@example.com", relay))
+        inst = Install(bench.path("install"), imap_backends(dovecot, "empty@example.com", relay),
+                       extra=workflow(0))
         empty, _ = run_sampled(bench, inst)
         rows.append(("empty INBOX (baseline)", 0, empty.seconds, empty.maxrss_kb / 1024, empty.peak_kb / 1024))
 
@@ -98,7 +105,7 @@ def main() -> int:
             note(f"N={n}: preparing the INBOX")
             prepare_inbox(dovecot, user, request_messages(n, tag=f"m{n}-"))
             note(f"N={n}: smartacct run --once")
-            inst = Install(bench.path("install"), imap_backends(dovecot, user, relay))
+            inst = Install(bench.path("install"), imap_backends(dovecot, user, relay), extra=workflow(n))
             before = relay.received()
             finished, samples = run_sampled(bench, inst)
             note(verify_ingest(Pass(inst, finished), dovecot, user, relay, n, before))
@@ -107,7 +114,8 @@ def main() -> int:
             curves.append((n, [at_fraction(samples, f) / 1024 for f in (0.1, 0.25, 0.5, 0.75, 1.0)]))
 
         note("idle daemon: smartacct run on an empty INBOX")
-        inst = Install(bench.path("install"), imap_backends(dovecot, "idle@example.com", relay))
+        inst = Install(bench.path("install"), imap_backends(dovecot, "idle@example.com", relay),
+                       extra=workflow(args.burst))
         with open(inst.root / "stderr.txt", "wb") as log:
             daemon = bench.spawn(inst.command("run"), cwd=inst.root, env=inst.env(), stdout=log, stderr=log)
         wait_until(lambda: "imap.connected" in inst.log(), timeout=30, what="imap.connected")

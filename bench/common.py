@@ -302,6 +302,7 @@ def imap_backends(dovecot: Dovecot, user: str, relay: Relay, *, idle: bool = Tru
         f'folder = "INBOX"\nidle = {"true" if idle else "false"}\npoll_interval = "{poll_interval}"\n'
         f'[smtp]\nbackend = "smtp"\nhost = "{relay.host}"\nport = {relay.port}\nsecurity = "none"\n'
         f'from_address = "Smart Accounts <{SHARED}>"\n'
+        '[workflow]\npartner_domains = ["*"]\n'    # required (DESIGN §5); request_messages uses 50 partner domains
     )
 
 

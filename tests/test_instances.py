@@ -18,6 +18,9 @@ Each test prints one summary line with the figures.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +28,8 @@ from typing import Iterator
 import pytest
 
 from crash_harness import SHARED, Account, Harness, ImapSite, MaildirSite, Site
-from seeds import SEED
-from e2e import Install
+from seeds import SEED, seeded
+from e2e import Install, good_fields, request_email, wait_for
 from pg import Postgres
 from servers import Dovecot, SmtpRelay
 from test_e2e_servers import backends
@@ -92,3 +95,55 @@ def test_three_instances_share_one_maildir(tmp_path: Path, postgres: Postgres, h
                                            capsys: pytest.CaptureFixture[str]) -> None:
     install = Install(tmp_path, database_url=postgres.fresh_database())
     shared_work(MaildirSite(install), MAILDIR_REQUESTS, "maildir", harnesses, capsys)
+
+
+def test_each_message_is_fetched_by_one_instance(tmp_path: Path, postgres: Postgres, dovecot: Dovecot,
+                                                 smtp_server: SmtpRelay, capsys: pytest.CaptureFixture[str]) -> None:
+    """Instances claim a batch of messages before they download it (DESIGN §8): three started
+    together on one backlog download each message's body once between them, by Dovecot's own
+    count, and file each message once; what one skipped, another filed."""
+    n = seeded("instances-fetched-once").randint(150, 260)   # one, two or three claim batches of 100
+    partners = [f"p{i}@partner.example" for i in range(20)]  # at most 13 reviews each: under the hourly cap
+    for user in (SHARED, *partners):
+        dovecot.add_user(user)
+    install = Install(tmp_path, database_url=postgres.fresh_database(), backends=backends(dovecot, smtp_server))
+    install.env["SMARTACCT_IMAP_PASSWORD"] = "secret"
+    dovecot.deliver_many(SHARED, [request_email(good_fields(domain=f"d{i}.example", account_name=f"Account {i}"),
+                                                sender=partners[i % len(partners)]).as_bytes() for i in range(n)])
+    logs = []
+    procs = []
+    for k in range(INSTANCES):
+        config, log_file = tmp_path / f"config-{k}.toml", tmp_path / f"smartacct-{k}.log"
+        config.write_text(install.config.read_text().replace('file = "smartacct.log"', f'file = "{log_file.name}"'))
+        logs.append(log_file)
+        procs.append(subprocess.Popen(install.command("-c", str(config), "run", "--once"), cwd=tmp_path,
+                                      env={**os.environ, **install.env},
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode(errors="replace")
+
+    # Dovecot logs each session's logout with the bodies it sent (body_count).
+    logouts = re.compile(rf"imap\({re.escape(SHARED)}\).*Logged out .*? body_count=(\d+)")
+    sessions = wait_for(lambda: len(logouts.findall(dovecot.log)) >= INSTANCES and logouts.findall(dovecot.log))
+    fetched = [int(count) for count in sessions]
+    texts = [log.read_text(encoding="utf-8") for log in logs]
+    filed = [re.findall(r" message\.filed .*?key=(\S+)", text) for text in texts]
+    skipped = [re.findall(r" message\.skipped .*?key=(\S+)", text) for text in texts]
+    all_filed = [key for keys in filed for key in keys]
+    say(capsys, f"instances fetched-once: seed={SEED} messages={n} bodies fetched per session={fetched} "
+                f"filed per instance={[len(k) for k in filed]} skipped per instance={[len(k) for k in skipped]}")
+
+    assert sum(fetched) == n, f"{sum(fetched)} bodies downloaded for {n} messages: {fetched}"
+    assert len(all_filed) == len(set(all_filed)) == n
+    assert set(key for keys in skipped for key in keys) <= set(all_filed)
+    for mine, theirs in zip(filed, skipped):
+        assert not set(mine) & set(theirs)
+    with dovecot.imap_client(SHARED) as client:
+        assert client.folder_status("INBOX", ["MESSAGES"])[b"MESSAGES"] == 0
+        assert client.folder_status("Processed", ["MESSAGES"])[b"MESSAGES"] == n
+    assert install.query("SELECT count(*), count(handled_at) FROM incoming_message") == [(n, n)]
+    assert install.query("SELECT count(*) FROM request") == [(n,)]
+    for text in texts:
+        assert " message.duplicate " not in text
+        assert not [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line]

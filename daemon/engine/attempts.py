@@ -77,15 +77,16 @@ class Attempts:
         handled = self.handle(item)
         return handled.folder if handled is not None else None
 
-    def handle(self, item: InboxMessage, held: list[str] | None = None) -> Handled | None:
+    def handle(self, item: InboxMessage, held: list[str] | None = None, *, claimed: bool = False) -> Handled | None:
         """As process(), with the request the message concerns.
 
-        The message's lock is released on return, unless `held` is given and there is a folder:
-        then the caller releases it once the message is filed, so no other instance can take
-        and file it in between (DESIGN §8)."""
+        The message's lock is taken here unless the caller `claimed` it before fetching it
+        (daemon.engine.claims). It is released on return, unless `held` is given and there is a
+        folder: then the caller releases it once the message is filed, so no other instance can
+        take and file it in between (DESIGN §8)."""
         db = self.store.db
         lock = "message:" + item.key
-        if not try_lock(db, lock):
+        if not claimed and not try_lock(db, lock):
             log.event(events.MESSAGE_SKIPPED, key=item.key, reason="claimed_by_another_instance")
             return None
         handled = None

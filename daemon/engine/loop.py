@@ -20,7 +20,8 @@ import schedule
 
 from daemon import events, log
 from daemon.errors import MailboxError
-from models.locks import unlock
+from daemon.engine.claims import Claims
+from models.locks import unlock_many
 
 if TYPE_CHECKING:
     from daemon.clock import Clock
@@ -104,13 +105,14 @@ class Loop:
         """
         handled: list[tuple[str, Handled]] = []
         held: list[str] = []  # message locks, kept until the message is filed
+        claims = Claims(self.db)  # taken before a batch's bodies are fetched (DESIGN §8)
         total = 0
         try:
-            for item in self.mailbox.fetch():
+            for item in self.mailbox.fetch(claims.take):
                 self.alive()
                 if self.stop.is_set():
                     break
-                done = self.attempts.handle(item, held)
+                done = self.attempts.handle(item, held, claimed=claims.arrived(item.key))
                 if done is not None:
                     handled.append((item.key, done))
                 if len(handled) >= FILE_BATCH:
@@ -119,12 +121,14 @@ class Loop:
             if handled:
                 total += self._file(handled)
         finally:
-            self._release(held)
+            try:
+                claims.release()
+            finally:
+                self._release(held)
         return total
 
     def _release(self, held: list[str]) -> None:
-        for name in held:
-            unlock(self.db, name)
+        unlock_many(self.db, held)
         held.clear()
 
     def _file(self, handled: list[tuple[str, Handled]]) -> int:

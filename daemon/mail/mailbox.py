@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Collection, Iterator, Protocol, Sequence
 
 from models.message import Folder
 
@@ -21,9 +21,15 @@ class InboxMessage:
     truncated: bool = False   # over max_message_size: not downloaded whole
 
 
+Claim = Callable[[Sequence[str]], Collection[str]]
+"""Given a batch of waiting messages' keys, the ones this instance handles (DESIGN §8)."""
+
+
 class Mailbox(Protocol):
-    def fetch(self) -> Iterator[InboxMessage]:
-        """Every message waiting in the inbox, oldest first, fetched in batches."""
+    def fetch(self, claim: Claim | None = None) -> Iterator[InboxMessage]:
+        """Every message waiting in the inbox, oldest first, fetched in batches. With `claim`,
+        each batch's keys are offered to it before a byte of their bodies is read, and only the
+        messages it returns are fetched and yielded: the others are another instance's."""
 
     def file(self, key: str, folder: Folder) -> None:
         """Move a handled message out of the inbox into `folder` (created when missing)."""

@@ -9,7 +9,7 @@ from typing import Iterator, Sequence
 
 from daemon.mail.imap.connection import Connection
 
-FETCH_BATCH = 250         # UIDs per body FETCH
+FETCH_BATCH = 100         # UIDs per body FETCH, and per claim: how instances share a backlog (DESIGN §8)
 FETCH_BATCH_BYTES = 50_000_000
 SIZE_BATCH = 500          # UIDs per RFC822.SIZE FETCH
 HEADER_COST = 65_536      # bytes an oversized message counts for in a batch: its header, at most

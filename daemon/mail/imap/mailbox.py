@@ -19,7 +19,7 @@ from daemon.mail.imap.cursor import Cursor, UidCursor
 from daemon.mail.imap.filing import Filing
 from daemon.mail.imap.folders import folder_name
 from daemon.mail.imap.idle import IDLE_RENEW, Waiter
-from daemon.mail.mailbox import InboxMessage
+from daemon.mail.mailbox import Claim, InboxMessage
 from models.message import Folder
 
 READ_TIMEOUT = 120.0
@@ -73,8 +73,9 @@ class ImapMailbox:
 
     # The Mailbox protocol.
 
-    def fetch(self) -> Iterator[InboxMessage]:
-        """Every message above the cursor in UID order: SIZE first, then bodies in batches."""
+    def fetch(self, claim: Claim | None = None) -> Iterator[InboxMessage]:
+        """Every message above the cursor in UID order: SIZE first, then each batch claimed and
+        the bodies of the claimed ones fetched, one FETCH per batch."""
         self._last_fetch = time.monotonic()
         conn, cursor = self._conn, self._cursor
         conn.ensure()
@@ -86,12 +87,28 @@ class ImapMailbox:
             chunk = uids[start:start + fetch.SIZE_BATCH]
             sizes = fetch.sizes(conn, chunk)
             for batch in fetch.batches(chunk, sizes, limit, self._batch_size):
+                if claim is not None:
+                    batch = self._claimed(batch, claim)
+                    if not batch:
+                        continue
                 try:
                     for uid, (raw, truncated) in fetch.contents(conn, batch, sizes, limit).items():
                         cursor.offered(uid)
                         yield InboxMessage(key=cursor.key(uid), raw=raw, size=sizes[uid], truncated=truncated)
                 finally:
                     cursor.save()
+
+    def _claimed(self, batch: list[int], claim: Claim) -> list[int]:
+        """The UIDs of `batch` this instance claims. The others are offered at once: another
+        instance holds them, so the saved position stays below them until they are filed."""
+        mine = claim([self._cursor.key(uid) for uid in batch])
+        kept = []
+        for uid in batch:
+            if self._cursor.key(uid) in mine:
+                kept.append(uid)
+            else:
+                self._cursor.offered(uid)
+        return kept
 
     def file(self, key: str, folder: Folder) -> None:
         self.file_many([(key, folder)])

@@ -130,7 +130,7 @@ class Outbox:
 
     def _send_batch(self, batch: list[OutboxRow], session: Session, run: _Drain) -> None:
         """Each row sent, then marked in a commit of its own. What is left when the drain stops early
-        (stop, a session failure, an error) is released, due again now: those emails are not to
+        (stop, a session failure, an error) is released, due again at once: those emails are not to
         blame and go out with the next session that works, here or in another process, rather
         than after the lease."""
         sender = self.store.renderer.from_addr
@@ -210,7 +210,7 @@ class Outbox:
                 unlock(db, DRAIN_LOCK + self.instance)
 
     def _take_back_leases(self) -> None:
-        """Rows leased by a drain that will never mark them are due again now: one of ours that ended
+        """Rows leased by a drain that will never mark them are due again: one of ours that ended
         on an error, or a holder that is dead. A holder that may be alive keeps its rows until the
         lease expires (SQLite: a process on another host, or a pid taken since)."""
         db = self.store.db
@@ -224,8 +224,7 @@ class Outbox:
             elif process_gone(holder):
                 self._release(holder)
             else:
-                self._execute(_RELEASE_EXPIRED, (_db_time(self.store.clock.now()), holder,
-                                                 _db_time(self.store.clock.now())))
+                self._execute(_RELEASE_EXPIRED, (holder, _db_time(self.store.clock.now())))
 
     def _claim(self) -> list[OutboxRow]:
         """Up to CLAIM_BATCH due rows nobody leases, leased to this process, in one statement."""
@@ -239,8 +238,8 @@ class Outbox:
         return rows
 
     def _release(self, holder: str | None = None) -> None:
-        """`holder`'s leased rows (ours by default) due again now."""
-        self._execute(_RELEASE, (_db_time(self.store.clock.now()), holder or self.instance))
+        """`holder`'s leased rows (ours by default) due again, in their place in the queue."""
+        self._execute(_RELEASE, (holder or self.instance,))
 
     def _execute(self, shape: str, params: tuple[object, ...]) -> None:
         execute_sql(self.store.db, shape.format(p=self.store.db.param), params)
@@ -319,8 +318,10 @@ _SENT = ("UPDATE outbox SET state = 'sent', sent_at = {p}, attempts = attempts +
          "body = {p}, maildir_file = COALESCE({p}, maildir_file), leased_by = NULL WHERE id = {p}")
 _HOLD = "UPDATE outbox SET next_try_at = {p}, leased_by = NULL WHERE id = {p}"
 _NOTE = "UPDATE outbox SET last_error = {p} WHERE id = {p}"
-_RELEASE = "UPDATE outbox SET next_try_at = {p}, leased_by = NULL WHERE leased_by = {p} AND state = 'queued'"
-_RELEASE_EXPIRED = ("UPDATE outbox SET next_try_at = {p}, leased_by = NULL "
+# Released rows were due when claimed: back to created_at, their place at the head of the queue, so
+# the email in flight at a crash is the first one the next drain sends (nothing else in between).
+_RELEASE = "UPDATE outbox SET next_try_at = created_at, leased_by = NULL WHERE leased_by = {p} AND state = 'queued'"
+_RELEASE_EXPIRED = ("UPDATE outbox SET next_try_at = created_at, leased_by = NULL "
                     "WHERE leased_by = {p} AND state = 'queued' AND next_try_at <= {p}")
 _HOLDERS = "SELECT DISTINCT leased_by FROM outbox WHERE leased_by IS NOT NULL"
 _RECENT = ("SELECT recipient, sent_at FROM outbox WHERE state = 'sent' AND sent_at > {p} "

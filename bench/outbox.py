@@ -44,7 +44,6 @@ def build_app(root: Path, relay: Any) -> Any:
 
 
 def queue_reviews(app: Any, n: int) -> None:
-    from daemon.engine.apply import Effects
     from daemon.core.workflow import new_request_changes, review_mails
     from models.request import Request
 
@@ -58,9 +57,9 @@ def queue_reviews(app: Any, n: int) -> None:
                                  note_to_customer="Please accept soon.", note_to_users="",
                                  user_emails_json=f'["dev1@{domain}", "dev2@{domain}"]',
                                  **new_request_changes(now, app.config.workflow))
-            fx = Effects(app.renderer, now)
+            applier = app.store.applier(now=now)
             for mail in review_mails(partner):
-                fx.send(mail, req)
+                applier.send(mail, req)
 
 
 def requeue(app: Any) -> None:
@@ -68,13 +67,13 @@ def requeue(app: Any) -> None:
 
     past = app.clock.now() - dt.timedelta(seconds=1)
     OutboxRow.update(state=OutboxState.queued.value, attempts=0, sent_at=None, last_error=None,
-                     next_try_at=past).execute()
+                     next_try_at=past, leased_by=None).execute()
 
 
 def stored(app: Any) -> list[tuple[str, bytes]]:
     from models.outbox import OutboxRow
 
-    return [(r.recipient, bytes(r.raw)) for r in OutboxRow.select().order_by(OutboxRow.id)]  # type: ignore[attr-defined]
+    return [(r.recipient, bytes(r.body)) for r in OutboxRow.select().order_by(OutboxRow.id)]
 
 
 def smtplib_send(relay: Any, sender: str, messages: list[tuple[str, bytes]]) -> float:

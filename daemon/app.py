@@ -93,7 +93,8 @@ class App:
     @cached_property
     def outbox(self) -> Outbox:
         return Outbox(self.store, self.transport, self.config.smtp.give_up_after,
-                      self.config.workflow.max_emails_per_address_per_hour, self.metrics, self.alive, self.stop)
+                      self.config.workflow.max_emails_per_address_per_hour, self.metrics, self.alive, self.stop,
+                      self.instance)
 
     @cached_property
     def loop(self) -> Loop:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import socket
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import peewee
@@ -64,3 +67,30 @@ def unlock_many(db: peewee.Database, names: Sequence[str]) -> None:
     if is_postgres(db) and names:
         execute_sql(db, "SELECT count(*) FROM unnest(%s::bigint[]) AS k WHERE pg_advisory_unlock(k)",
                     ([lock_key(name) for name in names],))
+
+
+def lock(db: peewee.Database, name: str) -> None:
+    """Take `name`, waiting for it, and keep it until unlock(); nothing on SQLite.
+    For a lock that only its owner keeps and others take for a moment (daemon.engine.outbox)."""
+    if is_postgres(db):
+        execute_sql(db, "SELECT pg_advisory_lock(%s)", (lock_key(name),))
+
+
+def process_gone(instance: str) -> bool:
+    """Whether the process an App.instance names ("host:pid:random") has ended, as far as this
+    host can tell: False for another host's process, or when its pid is taken (maybe reused)."""
+    host, _, rest = instance.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:60] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:      # EPERM: a process of another user has it
+        return False
+    try:                 # a killed child its parent has not reaped yet is a zombie: gone all the same
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")

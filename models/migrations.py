@@ -151,6 +151,13 @@ STEPS: list[tuple[int, str, list[Step]]] = [
         # `outbox list` relates its rows to the files in smtp.path (issue 15).
         "ALTER TABLE outbox ADD COLUMN maildir_file VARCHAR(255)",
     ]),
+    (7, "outbox: who holds a claimed batch (the lease)", [
+        # The drain claims a batch of due rows at once, pushing their next_try_at forward by a
+        # lease; leased_by names the process (App.instance) so a successor can take back the
+        # rows of a holder that died at once instead of waiting out the lease (issue 16).
+        "ALTER TABLE outbox ADD COLUMN leased_by VARCHAR(120)",
+        "CREATE INDEX outbox_lease ON outbox (leased_by) WHERE leased_by IS NOT NULL",
+    ]),
 ]
 
 LATEST = STEPS[-1][0]   # the schema version a fresh database gets

@@ -39,6 +39,7 @@ class OutboxRow(BaseModel):
     last_error = SafeTextField(null=True)
     topic = SafeCharField(max_length=200, null=True)
     maildir_file = SafeCharField(max_length=255, null=True)   # the file it became, with the Maildir backend
+    leased_by = peewee.CharField(max_length=120, null=True)   # the process sending it now (App.instance)
 
     class Meta:
         table_name = "outbox"

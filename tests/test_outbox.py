@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
+import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,7 +16,8 @@ import pytest
 from daemon.engine import outbox
 from daemon.app import App, build
 from daemon.clock import FixedClock
-from daemon.config import from_dict
+from daemon.config import from_dict, load
+from e2e import Install, wait_for
 from models.outbox import OutboxRow, OutboxState
 from servers import SmtpRelay
 
@@ -170,3 +174,123 @@ def test_an_outbox_folder_nobody_can_write_keeps_the_emails_queued(
     last_error = OutboxRow.select().order_by(OutboxRow.id).first().last_error
     assert f"cannot write to the outbox {path}" in last_error
     app.close()
+
+
+# --- the batch claim under a lease (issue 16, goal 2) ----------------------------------------------
+
+
+def claims(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The claim statements peewee ran (its logger names every statement at DEBUG)."""
+    return [r.getMessage() for r in caplog.records
+            if r.name == "peewee" and "RETURNING" in r.getMessage() and "leased_by" in r.getMessage()]
+
+
+def test_a_batch_is_claimed_in_one_statement_and_every_email_marked_as_it_goes(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    relay = SmtpRelay(None)
+    relay.start()
+    try:
+        app = make_app(tmp_path, database_url, {"backend": "smtp", "host": relay.host, "port": relay.port,
+                                                "security": "none"})
+        queue(app, outbox.CLAIM_BATCH * 2 + 7)
+        marked_when_received: list[int] = []
+        original = relay.handler.handle_DATA
+
+        async def count_marked(server: Any, session: Any, envelope: Any) -> str:
+            # What the database says as the server takes email n: the n - 1 before it are marked sent.
+            marked_when_received.append(OutboxRow.select().where(OutboxRow.state == "sent").count())
+            return await original(server, session, envelope)
+
+        relay.handler.handle_DATA = count_marked  # type: ignore[method-assign]
+        caplog.set_level(logging.DEBUG, logger="peewee")
+        result = app.outbox.drain()
+        assert result.sent == outbox.CLAIM_BATCH * 2 + 7 and states() == {"sent": outbox.CLAIM_BATCH * 2 + 7}
+        assert len(claims(caplog)) == 3                     # 100, 100, 7: one statement each
+        assert marked_when_received == list(range(outbox.CLAIM_BATCH * 2 + 7))
+        assert lines(caplog).count("email.sent") == outbox.CLAIM_BATCH * 2 + 7
+        app.close()
+    finally:
+        relay.stop()
+
+
+def test_stop_between_emails_releases_the_rest_of_the_batch_due_now(
+        tmp_path: Path, database_url: str | None) -> None:
+    relay = SmtpRelay(None)
+    relay.start()
+    try:
+        clock = FixedClock()
+        app = make_app(tmp_path, database_url, {"backend": "smtp", "host": relay.host, "port": relay.port,
+                                                "security": "none"}, clock=clock)
+        queue(app, 10)
+        original = relay.handler.handle_DATA
+
+        async def stop_at_four(server: Any, session: Any, envelope: Any) -> str:
+            answer = await original(server, session, envelope)
+            if len(relay.received) == 4:
+                app.stop.set()                               # SIGTERM while the fourth email is sent
+            return answer
+
+        relay.handler.handle_DATA = stop_at_four  # type: ignore[method-assign]
+        assert app.outbox.drain().sent == 4
+        assert states() == {"sent": 4, "queued": 6}
+        # The six not sent are due now, for this process's next drain or another's, not after the lease.
+        assert app.outbox.next_due() == clock.now()
+        app.stop.clear()
+        assert app.outbox.drain().sent == 6
+        assert len(relay.received) == 10 and states() == {"sent": 10}
+        app.close()
+    finally:
+        relay.stop()
+
+
+def test_a_process_killed_in_the_middle_of_a_batch_loses_nothing_and_resends_only_the_email_in_flight(
+        tmp_path: Path, database_url: str | None, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGKILL after the server took email 8 and before its 250 reached the sender: 1-7 are marked
+    sent, 8 is in flight, 9-20 leased by a dead process. The next `run --once` sends 8 again
+    (the same bytes: one copy twice) and 9-20 once, without waiting for the lease."""
+    relay = SmtpRelay(None)
+    relay.start()
+    try:
+        install = Install(tmp_path, database_url=database_url, backends=(
+            '[mailbox]\nbackend = "maildir"\npath = "var/inbox"\n'
+            f'[smtp]\nbackend = "smtp"\nhost = "{relay.host}"\nport = {relay.port}\nsecurity = "none"\n'))
+        app = build(load(install.config, environ={}))
+        queue(app, 20)
+        app.close()
+        killed: list[subprocess.Popen[bytes]] = []
+        original = relay.handler.handle_DATA
+
+        async def kill_at_eight(server: Any, session: Any, envelope: Any) -> str:
+            answer = await original(server, session, envelope)
+            if len(relay.received) == 8:
+                killed[0].kill()
+                killed[0].wait()
+            return answer
+
+        relay.handler.handle_DATA = kill_at_eight  # type: ignore[method-assign]
+        (tmp_path / "var" / "inbox").mkdir(parents=True)
+        killed.append(subprocess.Popen(install.command("-c", str(install.config), "run", "--once"), cwd=tmp_path,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        assert killed[0].wait(timeout=60) == -signal.SIGKILL
+        assert len(relay.received) == 8
+        rows = {r[0]: r[1] for r in install.query("SELECT message_id_hash, state FROM outbox")}
+        assert sorted(rows.values()).count("sent") == 7 and len(rows) == 20   # nothing lost
+        if database_url:   # its session gone, its drain lock with it
+            wait_for(lambda: not install.query("SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"))
+
+        assert install.log().count(" email.sent ") == 7
+
+        relay.handler.handle_DATA = original  # type: ignore[method-assign]
+        install.run_once()
+        copies = Counter(_subject(raw) for _f, _t, raw in relay.received)
+        assert len(relay.received) == 21 and len(copies) == 20
+        assert copies["review 7"] == 2                                       # the one in flight, twice
+        assert all(n == 1 for subject, n in copies.items() if subject != "review 7")
+        assert {r[0] for r in install.query("SELECT state FROM outbox")} == {"sent"}
+        assert install.log().count(" email.sent ") == 7 + 13
+    finally:
+        relay.stop()
+
+
+def _subject(raw: bytes) -> str:
+    return raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode()

@@ -102,6 +102,8 @@ class Loop:
 
         Handled messages are filed in batches (one IMAP MOVE per folder per batch), always
         after their commit: a crash in between only means they are seen again, as duplicates.
+        After each batch is filed and its locks released, the outbox drains, so the first
+        answers of a burst go out while the rest of it waits, not after the whole inbox.
         """
         handled: list[tuple[str, Handled]] = []
         held: list[str] = []  # message locks, kept until the message is filed
@@ -118,6 +120,7 @@ class Loop:
                 if len(handled) >= FILE_BATCH:
                     total += self._file(handled)
                     self._release(held)
+                    self.outbox.drain()
             if handled:
                 total += self._file(handled)
         finally:

@@ -199,14 +199,22 @@ class Relay:
 # --------------------------------------------------------------------------- mail in
 
 
+PARTNERS = 50   # request_messages spreads its requests over this many partners
+
+
+def partner_cap(n: int) -> int:
+    """max_emails_per_address_per_hour under which none of N requests' reviews waits an hour."""
+    return max(20, -(-n // PARTNERS))
+
+
 def request_messages(n: int, *, tag: str = "r") -> list[bytes]:
     """N valid request emails, each for a domain of its own, from 50 partners; wire format (CRLF)."""
     out = []
     for i in range(n):
         domain = f"{tag}{i:06d}.example"
-        partner = f"partner{i % 50}@partner{i % 50}.example"
+        partner = f"partner{i % PARTNERS}@partner{i % PARTNERS}.example"
         msg = request_email(good_fields(domain=domain, account_name=f"Account {tag} {i}"), sender=partner,
-                            message_id=f"<{tag}-{i}-{os.getpid()}@partner{i % 50}.example>")
+                            message_id=f"<{tag}-{i}-{os.getpid()}@partner{i % PARTNERS}.example>")
         out.append(msg.as_bytes())
     return out
 
@@ -295,7 +303,10 @@ def raw_fetch(dovecot: Dovecot, user: str, batch: int = 250) -> tuple[int, int, 
 
 
 def imap_backends(dovecot: Dovecot, user: str, relay: Relay, *, idle: bool = True,
-                  poll_interval: str = "30s") -> str:
+                  poll_interval: str = "30s", hourly_cap: int | None = None) -> str:
+    """[mailbox], [smtp] and [workflow] for smartacct on `dovecot` and `relay`; `hourly_cap` raises
+    max_emails_per_address_per_hour where one partner gets more reviews than the default allows."""
+    cap = "" if hourly_cap is None else f"max_emails_per_address_per_hour = {hourly_cap}\n"
     return (
         f'[mailbox]\nbackend = "imap"\nhost = "{dovecot.host}"\nport = {dovecot.imap_port}\n'
         f'security = "none"\nusername = "{user}"\npassword_env = "{PASSWORD_ENV}"\n'
@@ -303,6 +314,7 @@ def imap_backends(dovecot: Dovecot, user: str, relay: Relay, *, idle: bool = Tru
         f'[smtp]\nbackend = "smtp"\nhost = "{relay.host}"\nport = {relay.port}\nsecurity = "none"\n'
         f'from_address = "Smart Accounts <{SHARED}>"\n'
         '[workflow]\npartner_domains = ["*"]\n'    # required (DESIGN §5); request_messages uses 50 partner domains
+        + cap
     )
 
 
@@ -430,8 +442,9 @@ class Pass:
 
 def ingest_pass(bench: Bench, dovecot: Dovecot, relay: Relay, user: str, *, database_url: str | None = None,
                 profiler: str = "none", profile_out: Path | None = None, poll_memory: bool = False,
-                extra: str = "") -> Pass:
-    inst = Install(bench.path("install"), imap_backends(dovecot, user, relay), database_url, extra)
+                extra: str = "", hourly_cap: int | None = None) -> Pass:
+    inst = Install(bench.path("install"), imap_backends(dovecot, user, relay, hourly_cap=hourly_cap), database_url,
+                   extra)
     cmd = inst.command("run", "--once")
     if profiler != "none":
         assert profile_out is not None

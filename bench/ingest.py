@@ -33,6 +33,7 @@ from common import (
     header,
     imap,
     imap_backends,
+    partner_cap,
     ingest_pass,
     median,
     note,
@@ -44,7 +45,6 @@ from common import (
     verify_ingest,
 )
 
-TARGET = 0.5
 MOVE_SAMPLE = 500
 
 
@@ -94,7 +94,7 @@ def main() -> int:
                     raw_times.append(seconds)
                 note(f"N={n}: smartacct run --once, pass {r + 1}/{args.repeat}")
                 before = relay.received()
-                p = ingest_pass(bench, dovecot, relay, user)
+                p = ingest_pass(bench, dovecot, relay, user, hourly_cap=partner_cap(n))
                 note(verify_ingest(p, dovecot, user, relay, n, before))
                 runs.append(p.finished.seconds)
                 cpu_rows, busy = p.cpu, p.busy
@@ -126,7 +126,7 @@ def main() -> int:
         print(table(["N", "raw fetch msg/s", "smartacct msg/s", "ratio", "smartacct s", "raw fetch s",
                      "smartacct msg/s net of startup"],
                     [(n, raw, smart, f"{ratio:.4f}", s, rs, net) for n, raw, smart, ratio, s, rs, net in results],
-                    f"Ingest throughput (target: ratio smartacct/raw >= {TARGET})"))
+                    "Ingest throughput against a raw IMAP fetch of the same messages (the honest floor is bench/floor.py)"))
         print(f"\nstartup: `smartacct run --once` over an empty INBOX takes {empty:.2f} s (included above).")
         print(f"reviews sent to an SMTP relay that {'delivers to Dovecot over LMTP' if args.relay == 'lmtp' else 'only accepts (sink)'}; "
               "medians of " + f"{args.repeat} smartacct pass(es) and {args.raw_repeat * args.repeat} raw fetches per N.")
@@ -135,7 +135,7 @@ def main() -> int:
         print(table(["messages in INBOX", "MOVE 1 per command: msg/s", "ms per message",
                      "MOVE 250 per command: msg/s", "ms per message"], moves,
                     f"Filing alone: the first {MOVE_SAMPLE} messages of an INBOX of N moved to Processed with imapclient "
-                    "(smartacct moves one per command)"))
+                    "(smartacct moves each filing batch, up to 100, in one command)"))
         if args.sql:
             print(table(["SQL statement (in-process pass, SQLite)", "per message", "ms per message"], sql_rows,
                         f"SQL per ingested message: {statements / args.sql:.1f} statements and "

@@ -29,6 +29,7 @@ from common import (
     header,
     imap_backends,
     note,
+    partner_cap,
     prepare_inbox,
     request_messages,
     table,
@@ -38,12 +39,6 @@ from common import (
 )
 
 TARGET_MB = 80                   # issue 16, goal 5
-
-
-def workflow(n: int) -> str:
-    """Anyone may send (partner_domains is required); the hourly cap raised so no review of the
-    50 partners' N requests waits an hour."""
-    return f'[workflow]\npartner_domains = ["*"]\nmax_emails_per_address_per_hour = {max(20, -(-n // 50))}\n'
 
 
 def run_sampled(bench: Bench, inst: Install) -> tuple[Finished, list[tuple[float, int]]]:
@@ -95,8 +90,8 @@ def main() -> int:
         relay = bench.relay(None)
 
         note("baseline: a pass over an empty INBOX")
-        inst = Install(bench.path("install"), imap_backends(dovecot, "empty@example.com", relay),
-                       extra=workflow(0))
+        inst = Install(bench.path("install"), imap_backends(dovecot, "empty@example.com", relay,
+                                                                  hourly_cap=partner_cap(0)))
         empty, _ = run_sampled(bench, inst)
         rows.append(("empty INBOX (baseline)", 0, empty.seconds, empty.maxrss_kb / 1024, empty.peak_kb / 1024))
 
@@ -105,7 +100,7 @@ def main() -> int:
             note(f"N={n}: preparing the INBOX")
             prepare_inbox(dovecot, user, request_messages(n, tag=f"m{n}-"))
             note(f"N={n}: smartacct run --once")
-            inst = Install(bench.path("install"), imap_backends(dovecot, user, relay), extra=workflow(n))
+            inst = Install(bench.path("install"), imap_backends(dovecot, user, relay, hourly_cap=partner_cap(n)))
             before = relay.received()
             finished, samples = run_sampled(bench, inst)
             note(verify_ingest(Pass(inst, finished), dovecot, user, relay, n, before))
@@ -114,8 +109,8 @@ def main() -> int:
             curves.append((n, [at_fraction(samples, f) / 1024 for f in (0.1, 0.25, 0.5, 0.75, 1.0)]))
 
         note("idle daemon: smartacct run on an empty INBOX")
-        inst = Install(bench.path("install"), imap_backends(dovecot, "idle@example.com", relay),
-                       extra=workflow(args.burst))
+        inst = Install(bench.path("install"), imap_backends(dovecot, "idle@example.com", relay,
+                                                                  hourly_cap=partner_cap(args.burst)))
         with open(inst.root / "stderr.txt", "wb") as log:
             daemon = bench.spawn(inst.command("run"), cwd=inst.root, env=inst.env(), stdout=log, stderr=log)
         wait_until(lambda: "imap.connected" in inst.log(), timeout=30, what="imap.connected")

@@ -88,25 +88,22 @@ class Watcher:
             self.client.idle_done()
 
     def replies(self, want: int, timeout: float = 600) -> dict[str, float]:
-        """Poll until `want` more messages arrived; when each was first seen, by its In-Reply-To."""
+        """Poll until `want` more messages arrived; when each was first seen, by its In-Reply-To.
+
+        New messages are found by UID SEARCH, not by EXISTS: a server may announce EXISTS in
+        the middle of a FETCH, whose untagged responses imapclient does not hand back."""
         seen: dict[str, float] = {}
-        done = self.exists
+        known = set(self.client.search(["ALL"]))
         deadline = time.perf_counter() + timeout
+        field = b"BODY[HEADER.FIELDS (IN-REPLY-TO)]"
         while len(seen) < want:
-            _text, responses = self.client.noop()
-            for r in responses:
-                if isinstance(r, tuple) and len(r) >= 2 and r[1] == b"EXISTS":
-                    self.exists = int(r[0])
-            if self.exists > done:
+            new = sorted(set(self.client.search(["ALL"])) - known)
+            if new:
                 now = time.perf_counter()
-                field = b"BODY[HEADER.FIELDS (IN-REPLY-TO)]"
-                self.client.use_uid = False          # by sequence number: the new ones are done+1..exists
-                fetched = self.client.fetch(list(range(done + 1, self.exists + 1)), [b"BODY.PEEK[HEADER.FIELDS (IN-REPLY-TO)]"])
-                self.client.use_uid = True
-                for data in fetched.values():
+                for data in self.client.fetch(new, [b"BODY.PEEK[HEADER.FIELDS (IN-REPLY-TO)]"]).values():
                     header = data.get(field, b"").decode(errors="replace")
                     seen[header.partition(":")[2].strip()] = now
-                done = self.exists
+                known.update(new)
             elif time.perf_counter() > deadline:
                 raise TimeoutError(f"{want} replies expected, {len(seen)} arrived within {timeout}s")
             else:

@@ -26,7 +26,8 @@ from daemon.mail.backoff import SessionBackoff
 
 _SUBDIRS = ("tmp", "new", "cur")
 WATCH_STEP = 0.2            # seconds between two looks at the inbox while waiting
-CLAIM_BATCH = 100           # file names claimed in one statement before they are read (DESIGN §8)
+CLAIM_BATCH = 20            # file names claimed in one statement before they are read (DESIGN §8); small,
+                            # so that instances share a backlog in many pieces (a file has no FETCH to batch)
 CLOCK_TICK_NS = 2 * 10**9   # file systems stamp changes with a coarse clock (1 ms on ext4, 2 s on FAT)
 
 

@@ -258,6 +258,29 @@ def test_idle_wakes_within_a_second_of_delivery(dovecot: Dovecot, make_mailbox: 
     assert len(list(box.fetch())) == 1
 
 
+def test_mail_that_lands_just_before_idle_wakes_the_wait_at_once(dovecot: Dovecot, make_mailbox: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mail delivered between our last command and IDLE: Dovecot does not announce it in IDLE,
+    only in the answer to DONE. The wait hears it after its first, short round, not at the
+    next poll (here 60 s away)."""
+    box = make_mailbox()
+    assert list(box.fetch()) == []
+    client = box._conn.client
+    real_idle = client.idle
+    delivered: list[float] = []
+
+    def idle_after_a_delivery() -> None:
+        if not delivered:
+            dovecot.deliver(USER, message(1))
+            delivered.append(time.monotonic())
+        real_idle()
+
+    monkeypatch.setattr(client, "idle", idle_after_a_delivery)
+    box.wait(60, threading.Event())
+    assert delivered and time.monotonic() - delivered[0] < 10   # woken by the mail, not the deadline
+    assert len(list(box.fetch())) == 1
+
+
 def test_wait_notices_stop_within_a_second(make_mailbox: Any) -> None:
     box = make_mailbox()
     list(box.fetch())

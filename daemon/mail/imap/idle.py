@@ -2,8 +2,10 @@
 
 IDLE is explicit steps, each with a timeout: NOOP (keepalive, and news that came before),
 a UID SEARCH for mail announced during an earlier command, IDLE, `idle_check` in steps of
-at most a second (so a stop request is noticed within one), DONE. It is renewed every
-`idle_renew` seconds: firewalls drop quiet connections. A lost connection is reopened here,
+at most a second (so a stop request is noticed within one), DONE, whose answer counts too:
+Dovecot tells of mail that came between our last command and IDLE only then, so the first
+round of a wait lasts a second. It is renewed every `idle_renew` seconds: firewalls drop
+quiet connections. A lost connection is reopened here,
 with the connection's backoff, so the loop's next fetch() finds it open.
 """
 
@@ -18,6 +20,8 @@ from daemon.mail.imap.connection import IMAP_ERRORS, Connection
 from daemon.mail.imap.cursor import UidCursor
 
 IDLE_RENEW = 300.0        # re-issue IDLE (with a NOOP) every 5 min
+FIRST_ROUND = 1.0         # the first IDLE round of a wait: Dovecot tells of mail that came between our
+                          # last command and IDLE only at DONE, so that round ends soon to hear it
 
 
 class Waiter:
@@ -32,6 +36,7 @@ class Waiter:
         """Until new mail, `timeout`, or `stop`; `last_fetch` (monotonic) times the next poll."""
         conn, cfg = self._conn, self._conn.cfg
         deadline = time.monotonic() + max(0.0, timeout)
+        rounds = 0
         while not stop.is_set():
             now = time.monotonic()
             if now >= deadline:
@@ -49,11 +54,12 @@ class Waiter:
                 due = last_fetch + cfg.poll_interval.total_seconds()
                 stop.wait(max(0.0, min(due, deadline) - now))
                 return
-            if self._idle(deadline, stop):
+            if self._idle(deadline, stop, min(FIRST_ROUND, self._idle_renew) if rounds == 0 else self._idle_renew):
                 return
+            rounds += 1
 
-    def _idle(self, deadline: float, stop: threading.Event) -> bool:
-        """One IDLE round of at most idle_renew seconds; True when mail arrived."""
+    def _idle(self, deadline: float, stop: threading.Event, length: float) -> bool:
+        """One IDLE round of at most `length` seconds; True when mail arrived."""
         conn = self._conn
         client = conn.client
         assert client is not None
@@ -72,7 +78,7 @@ class Waiter:
             news = False
             try:
                 while not stop.is_set():
-                    left = min(deadline, started + self._idle_renew) - time.monotonic()
+                    left = min(deadline, started + length) - time.monotonic()
                     if left <= 0:
                         break
                     step = min(1.0, left)
@@ -86,9 +92,9 @@ class Waiter:
                     if not responses and time.monotonic() - asked < step / 2:
                         break                 # readable yet silent: EOF; idle_done() will tell
             finally:
-                client.idle_done()
+                _text, ended = client.idle_done()
             conn.answered()
-            return news
+            return news or has_news(ended)     # told at DONE: mail that came just before IDLE
         except IMAP_ERRORS as exc:
             conn.lost(exc)
             return False
